@@ -1,0 +1,377 @@
+//! Configuration: read once from the environment (and `.env`) into typed settings.
+//! A missing or malformed variable stops the program with one line naming it; secret values are
+//! never part of an error message.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::secret::Secret;
+use crate::signature::WebhookSecret;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("{0} is required but not set")]
+    Missing(&'static str),
+    #[error("{name} is malformed: {reason}")]
+    Malformed { name: &'static str, reason: String },
+}
+
+/// Where variables come from: the process environment in production, a map in tests.
+pub trait Source {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+pub struct ProcessEnv;
+
+impl Source for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl Source for HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name)
+            .cloned()
+            .filter(|v| !v.trim().is_empty())
+    }
+}
+
+fn required(src: &dyn Source, name: &'static str) -> Result<String, ConfigError> {
+    src.get(name).ok_or(ConfigError::Missing(name))
+}
+
+fn parsed<T: std::str::FromStr>(
+    src: &dyn Source,
+    name: &'static str,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match src.get(name) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|e: T::Err| ConfigError::Malformed {
+                name,
+                reason: e.to_string(),
+            }),
+    }
+}
+
+fn seconds(src: &dyn Source, name: &'static str, default: f64) -> Result<Duration, ConfigError> {
+    let secs: f64 = parsed(src, name, default)?;
+    Duration::try_from_secs_f64(secs).map_err(|_| ConfigError::Malformed {
+        name,
+        reason: "expected a non-negative number of seconds".into(),
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub url: Secret,
+    pub pool_size: usize,
+    /// How long a request waits for a pooled connection before answering 503.
+    pub acquire_timeout: Duration,
+}
+
+impl DatabaseSettings {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let url = required(src, "DATABASE_URL")?;
+        crate::db::ConnectOptions::parse(&url).map_err(|reason| ConfigError::Malformed {
+            name: "DATABASE_URL",
+            reason,
+        })?;
+        Ok(Self {
+            url: Secret::new(url),
+            pool_size: parsed(src, "DATABASE_POOL_SIZE", 16usize)?,
+            acquire_timeout: seconds(src, "DATABASE_ACQUIRE_TIMEOUT_SECS", 5.0)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Several during a secret rotation; a signature made with any of them is accepted.
+    pub secrets: Vec<WebhookSecret>,
+    pub tolerance: Duration,
+    /// When set, events of the other mode are recorded and `ignored`.
+    pub livemode: Option<bool>,
+}
+
+impl WebhookSettings {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let raw = required(src, "STRIPE_WEBHOOK_SECRET")?;
+        let secrets = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(WebhookSecret::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|reason| ConfigError::Malformed {
+                name: "STRIPE_WEBHOOK_SECRET",
+                reason: reason.to_string(),
+            })?;
+        if secrets.is_empty() {
+            return Err(ConfigError::Missing("STRIPE_WEBHOOK_SECRET"));
+        }
+        let tolerance: u64 = parsed(src, "STRIPE_WEBHOOK_TOLERANCE_SECS", 300u64)?;
+        let livemode = match src.get("STRIPE_LIVEMODE") {
+            None => None,
+            Some(v) => Some(
+                v.trim()
+                    .parse::<bool>()
+                    .map_err(|_| ConfigError::Malformed {
+                        name: "STRIPE_LIVEMODE",
+                        reason: "expected true or false".into(),
+                    })?,
+            ),
+        };
+        Ok(Self {
+            secrets,
+            tolerance: Duration::from_secs(tolerance),
+            livemode,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StripeApiSettings {
+    pub secret_key: Secret,
+    pub base_url: String,
+}
+
+impl StripeApiSettings {
+    /// `None` when STRIPE_SECRET_KEY is not set: API look-ups and backfill are then unavailable.
+    pub fn from_source(src: &dyn Source) -> Result<Option<Self>, ConfigError> {
+        let Some(key) = src.get("STRIPE_SECRET_KEY") else {
+            return Ok(None);
+        };
+        let key = key.trim().to_owned();
+        if !(key.starts_with("sk_") || key.starts_with("rk_")) {
+            return Err(ConfigError::Malformed {
+                name: "STRIPE_SECRET_KEY",
+                reason: "expected a secret (sk_…) or restricted (rk_…) key".into(),
+            });
+        }
+        let base_url = src
+            .get("STRIPE_API_BASE")
+            .unwrap_or_else(|| "https://api.stripe.com".into());
+        let base_url = http_base_url(&base_url, "STRIPE_API_BASE")?;
+        Ok(Some(Self {
+            secret_key: Secret::new(key),
+            base_url,
+        }))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SupabaseAuthSettings {
+    pub url: String,
+    pub service_role_key: Secret,
+}
+
+impl SupabaseAuthSettings {
+    /// Both variables or neither: half a configuration is a mistake worth stopping for.
+    pub fn from_source(src: &dyn Source) -> Result<Option<Self>, ConfigError> {
+        match (
+            src.get("SUPABASE_URL"),
+            src.get("SUPABASE_SERVICE_ROLE_KEY"),
+        ) {
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(ConfigError::Missing("SUPABASE_SERVICE_ROLE_KEY")),
+            (None, Some(_)) => Err(ConfigError::Missing("SUPABASE_URL")),
+            (Some(url), Some(key)) => Ok(Some(Self {
+                url: http_base_url(&url, "SUPABASE_URL")?,
+                service_role_key: Secret::new(key.trim()),
+            })),
+        }
+    }
+}
+
+fn http_base_url(raw: &str, name: &'static str) -> Result<String, ConfigError> {
+    let trimmed = raw.trim().trim_end_matches('/');
+    if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) {
+        return Err(ConfigError::Malformed {
+            name,
+            reason: "expected an http:// or https:// URL".into(),
+        });
+    }
+    Ok(trimmed.to_owned())
+}
+
+#[derive(Debug, Clone)]
+pub struct RetrySettings {
+    /// Attempts (the first included) before an event is `dead`.
+    pub max_attempts: i32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    pub poll_interval: Duration,
+    /// A row in `processing` longer than this belongs to a crashed worker and is reclaimed.
+    pub lease: Duration,
+}
+
+impl RetrySettings {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let max_attempts: i32 = parsed(src, "RETRY_MAX_ATTEMPTS", 12)?;
+        if max_attempts < 1 {
+            return Err(ConfigError::Malformed {
+                name: "RETRY_MAX_ATTEMPTS",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            max_attempts,
+            base_delay: seconds(src, "RETRY_BASE_DELAY_SECS", 30.0)?,
+            max_delay: seconds(src, "RETRY_MAX_DELAY_SECS", 6.0 * 3600.0)?,
+            poll_interval: seconds(src, "RETRY_POLL_INTERVAL_SECS", 5.0)?,
+            lease: seconds(src, "PROCESSING_LEASE_SECS", 300.0)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+impl LogFormat {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        match src.get("LOG_FORMAT").as_deref().map(str::trim) {
+            None | Some("pretty") => Ok(Self::Pretty),
+            Some("json") => Ok(Self::Json),
+            Some(_) => Err(ConfigError::Malformed {
+                name: "LOG_FORMAT",
+                reason: "expected json or pretty".into(),
+            }),
+        }
+    }
+}
+
+/// Everything `serve` needs, parsed once at start-up.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub webhook: WebhookSettings,
+    pub stripe_api: Option<StripeApiSettings>,
+    pub supabase_auth: Option<SupabaseAuthSettings>,
+    pub retry: RetrySettings,
+    pub host: String,
+    pub port: u16,
+    /// Names this process in `locked_by` and in logs.
+    pub worker_id: String,
+}
+
+impl Settings {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        Ok(Self {
+            database: DatabaseSettings::from_source(src)?,
+            webhook: WebhookSettings::from_source(src)?,
+            stripe_api: StripeApiSettings::from_source(src)?,
+            supabase_auth: SupabaseAuthSettings::from_source(src)?,
+            retry: RetrySettings::from_source(src)?,
+            host: src.get("HOST").unwrap_or_else(|| "0.0.0.0".into()),
+            port: parsed(src, "PORT", 8080u16)?,
+            worker_id: src.get("WORKER_ID").unwrap_or_else(default_worker_id),
+        })
+    }
+}
+
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "worker".into());
+    format!("{host}:{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const BASE: &[(&str, &str)] = &[
+        (
+            "DATABASE_URL",
+            "postgres://postgres:pw@127.0.0.1:5432/postgres",
+        ),
+        ("STRIPE_WEBHOOK_SECRET", "whsec_abc"),
+    ];
+
+    #[test]
+    fn defaults_apply() {
+        let s = Settings::from_source(&env(BASE)).unwrap();
+        assert_eq!(s.port, 8080);
+        assert_eq!(s.host, "0.0.0.0");
+        assert_eq!(s.webhook.tolerance, Duration::from_secs(300));
+        assert_eq!(s.webhook.secrets.len(), 1);
+        assert!(s.stripe_api.is_none());
+        assert!(s.supabase_auth.is_none());
+        assert_eq!(s.webhook.livemode, None);
+    }
+
+    #[test]
+    fn missing_required_variables_are_named() {
+        let e = Settings::from_source(&env(&[("STRIPE_WEBHOOK_SECRET", "whsec_a")])).unwrap_err();
+        assert_eq!(e.to_string(), "DATABASE_URL is required but not set");
+        let e = Settings::from_source(&env(&BASE[..1])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "STRIPE_WEBHOOK_SECRET is required but not set"
+        );
+    }
+
+    #[test]
+    fn rotation_secrets_are_split_and_malformed_ones_rejected_without_echo() {
+        let mut e = env(BASE);
+        e.insert(
+            "STRIPE_WEBHOOK_SECRET".into(),
+            "whsec_old, whsec_new".into(),
+        );
+        assert_eq!(Settings::from_source(&e).unwrap().webhook.secrets.len(), 2);
+        e.insert("STRIPE_WEBHOOK_SECRET".into(), "sk_live_leaked".into());
+        let msg = Settings::from_source(&e).unwrap_err().to_string();
+        assert!(
+            msg.starts_with("STRIPE_WEBHOOK_SECRET is malformed"),
+            "{msg}"
+        );
+        assert!(!msg.contains("leaked"), "{msg}");
+    }
+
+    #[test]
+    fn malformed_numbers_and_half_configured_supabase_are_errors() {
+        let mut e = env(BASE);
+        e.insert("PORT".into(), "eighty".into());
+        assert!(Settings::from_source(&e)
+            .unwrap_err()
+            .to_string()
+            .starts_with("PORT is malformed"));
+        let mut e = env(BASE);
+        e.insert("SUPABASE_URL".into(), "https://x.supabase.co".into());
+        assert_eq!(
+            Settings::from_source(&e).unwrap_err(),
+            ConfigError::Missing("SUPABASE_SERVICE_ROLE_KEY")
+        );
+        let mut e = env(BASE);
+        e.insert(
+            "DATABASE_URL".into(),
+            "postgres://h/db?sslmode=sometimes".into(),
+        );
+        let msg = Settings::from_source(&e).unwrap_err().to_string();
+        assert!(msg.starts_with("DATABASE_URL is malformed"), "{msg}");
+    }
+
+    #[test]
+    fn database_url_password_never_appears_in_debug_output() {
+        let s = Settings::from_source(&env(BASE)).unwrap();
+        assert!(!format!("{s:?}").contains("pw@"));
+    }
+}

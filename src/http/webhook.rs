@@ -1,0 +1,144 @@
+//! `POST /webhooks/stripe`: raw body, signature, envelope, then the pipeline.
+//!
+//! Answers: 200 once the event row is committed (processed, ignored, duplicate, or failed with a
+//! retry scheduled: we own retries, Stripe sees a healthy endpoint); 400 for what the sender
+//! got wrong (nothing stored); 413 over 1 MiB; 503 while the database is unreachable, so
+//! Stripe delivers again later.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde_json::json;
+use tracing::Instrument;
+
+use crate::envelope::EventEnvelope;
+use crate::startup::AppState;
+
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "error": message.into() }))
+}
+
+enum BodyError {
+    TooLarge,
+    Broken(String),
+}
+
+/// Reads the body without ever buffering more than the limit.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<web::BytesMut, BodyError> {
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(8192).min(MAX_BODY_BYTES));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| BodyError::Broken(e.to_string()))?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+pub async fn receive(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let span = tracing::info_span!(
+        "delivery",
+        request_id = %request_id,
+        event_id = tracing::field::Empty,
+        event_type = tracing::field::Empty,
+    );
+    handle(req, payload, state, request_id)
+        .instrument(span)
+        .await
+}
+
+async fn handle(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    request_id: String,
+) -> HttpResponse {
+    let metrics = &state.pipeline.metrics;
+    let body = match read_body(&req, payload).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            metrics.delivery("rejected", "too_large");
+            tracing::warn!(
+                outcome = "rejected",
+                reason = "too_large",
+                "body over 1 MiB"
+            );
+            return error(StatusCode::PAYLOAD_TOO_LARGE, "payload exceeds 1 MiB");
+        }
+        Err(BodyError::Broken(e)) => {
+            metrics.delivery("rejected", "broken_body");
+            return error(StatusCode::BAD_REQUEST, format!("could not read body: {e}"));
+        }
+    };
+    let header = req
+        .headers()
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok());
+    let now = chrono::Utc::now().timestamp();
+    if let Err(e) = state.verifier.verify(header, &body, now) {
+        metrics.delivery("rejected", e.reason());
+        tracing::warn!(outcome = "rejected", reason = e.reason(), "{e}");
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    let envelope = match EventEnvelope::parse(&body) {
+        Ok(envelope) => envelope,
+        Err(e) => {
+            metrics.delivery("rejected", "unparseable_body");
+            tracing::warn!(outcome = "rejected", reason = "unparseable_body", "{e}");
+            return error(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    let span = tracing::Span::current();
+    span.record("event_id", envelope.id.as_str());
+    span.record("event_type", envelope.event_type.as_str());
+    // The body parsed as JSON, so it is UTF-8.
+    let raw = std::str::from_utf8(&body).expect("JSON bodies are UTF-8");
+    match state.pipeline.deliver(&envelope, raw, &request_id).await {
+        Ok(status) => {
+            let label = match status {
+                crate::ingest::DeliveryStatus::Duplicate => "duplicate",
+                _ => "accepted",
+            };
+            metrics.delivery(label, status_label(status));
+            tracing::info!(outcome = status_label(status), "delivery answered");
+            HttpResponse::Ok().json(json!({ "event_id": envelope.id, "status": status }))
+        }
+        Err(e) => {
+            metrics.delivery("unavailable", "database");
+            tracing::error!(outcome = "unavailable", error = %e, "event not stored; Stripe will redeliver");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database unavailable, retry later",
+            )
+        }
+    }
+}
+
+fn status_label(status: crate::ingest::DeliveryStatus) -> &'static str {
+    use crate::ingest::DeliveryStatus::*;
+    match status {
+        Processed => "processed",
+        Ignored => "ignored",
+        Duplicate => "duplicate",
+        Failed => "failed",
+    }
+}

@@ -1,0 +1,373 @@
+//! Ingestion: store an event and apply its effects in one transaction.
+//!
+//! Live path: `INSERT … ON CONFLICT DO NOTHING` claims the event id (a concurrent delivery of
+//! the same id waits on the unique index and then sees it stored), the handler runs in a
+//! savepoint, and the final status commits together with the effects. A handler error rolls
+//! back to the savepoint, so a `failed` row carries no partial effects. If the commit itself
+//! fails nothing was stored and the caller answers 503, so Stripe delivers again.
+
+mod backoff;
+mod sql;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Pool, Transaction};
+use uuid::Uuid;
+
+pub use backoff::retry_delay;
+
+use crate::config::RetrySettings;
+use crate::envelope::EventEnvelope;
+use crate::handlers::{self, Applied, HandlerContext};
+use crate::metrics::Metrics;
+
+/// `processing_status` values (the contract's state machine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pending,
+    Processing,
+    Processed,
+    Ignored,
+    Failed,
+    Dead,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Processing => "processing",
+            Self::Processed => "processed",
+            Self::Ignored => "ignored",
+            Self::Failed => "failed",
+            Self::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "processing" => Self::Processing,
+            "processed" => Self::Processed,
+            "ignored" => Self::Ignored,
+            "failed" => Self::Failed,
+            "dead" => Self::Dead,
+            _ => return None,
+        })
+    }
+}
+
+/// What a delivery is answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Processed,
+    Ignored,
+    Duplicate,
+    /// Stored, retry scheduled (also when the attempts ran out: the row is `dead`).
+    Failed,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Nothing is known to be stored: Stripe must deliver again.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<tokio_postgres::Error> for IngestError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Unavailable(crate::db::describe(&e))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for IngestError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+/// The outcome of one attempt on one stored row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub status: Status,
+    pub error: Option<String>,
+    pub note: Option<String>,
+}
+
+/// Everything needed to process events; shared by the HTTP handler, the retrier and the CLI.
+#[derive(Clone)]
+pub struct Pipeline {
+    pub pool: Pool,
+    pub retry: RetrySettings,
+    pub livemode: Option<bool>,
+    pub worker_id: String,
+    pub handlers: Arc<HandlerContext>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A stored row being worked on.
+pub struct Claimed {
+    pub row_id: Uuid,
+    pub retry_count: i32,
+}
+
+impl Pipeline {
+    /// Stores and processes one delivery (the webhook endpoint and `backfill`).
+    pub async fn deliver(
+        &self,
+        envelope: &EventEnvelope,
+        raw_body: &str,
+        request_id: &str,
+    ) -> Result<DeliveryStatus, IngestError> {
+        let mut client = self.pool.get().await?;
+        // Fast path: a redelivery of a finished event touches nothing.
+        let stmt = client.prepare_cached(sql::CURRENT_STATUS).await?;
+        if let Some(row) = client.query_opt(&stmt, &[&envelope.id]).await? {
+            let status: &str = row.get(0);
+            if matches!(
+                Status::parse(status),
+                Some(Status::Processed | Status::Ignored | Status::Dead)
+            ) {
+                return Ok(DeliveryStatus::Duplicate);
+            }
+        }
+        let mut tx = client.transaction().await?;
+        let lease = self.lease_seconds();
+        let insert = tx.prepare_cached(sql::INSERT_PROCESSING).await?;
+        let inserted = tx
+            .query_opt(
+                &insert,
+                &[
+                    &envelope.id,
+                    &envelope.event_type,
+                    &raw_body,
+                    &envelope.livemode,
+                    &envelope.api_version,
+                    &envelope.created,
+                    &request_id,
+                    &self.worker_id,
+                    &lease,
+                ],
+            )
+            .await?;
+        let claimed = match inserted {
+            Some(row) => Claimed {
+                row_id: row.get(0),
+                retry_count: 0,
+            },
+            None => {
+                // Stored before. Take it now if it is waiting for a retry and nobody holds it
+                // (Stripe's redelivery, a "resend" from the dashboard); otherwise it is a duplicate.
+                let retake = tx.prepare_cached(sql::RETAKE_WAITING).await?;
+                match tx.query_opt(&retake, &[&envelope.id]).await? {
+                    Some(row) => Claimed {
+                        row_id: row.get(0),
+                        retry_count: row.get(1),
+                    },
+                    None => {
+                        tx.commit().await?;
+                        return Ok(DeliveryStatus::Duplicate);
+                    }
+                }
+            }
+        };
+        let attempt = self.attempt(&mut tx, envelope, &claimed).await?;
+        tx.commit().await?;
+        self.record(envelope, &attempt);
+        Ok(match attempt.status {
+            Status::Processed => DeliveryStatus::Processed,
+            Status::Ignored => DeliveryStatus::Ignored,
+            _ => DeliveryStatus::Failed,
+        })
+    }
+
+    /// Runs the handler for a claimed row inside `tx` and writes the row's new status there.
+    pub async fn attempt(
+        &self,
+        tx: &mut Transaction<'_>,
+        envelope: &EventEnvelope,
+        claimed: &Claimed,
+    ) -> Result<Attempt, tokio_postgres::Error> {
+        let started = std::time::Instant::now();
+        let decision = self.decide(tx, envelope).await?;
+        let attempt = match decision {
+            Err(handler_error) => {
+                let attempts = claimed.retry_count + 1;
+                let (status, next) = if attempts >= self.retry.max_attempts {
+                    (Status::Dead, None)
+                } else {
+                    let delay = retry_delay(&self.retry, attempts);
+                    (Status::Failed, Some(Utc::now() + delay))
+                };
+                let stmt = tx.prepare_cached(sql::MARK_FAILED).await?;
+                tx.execute(
+                    &stmt,
+                    &[&claimed.row_id, &status.as_str(), &handler_error, &next],
+                )
+                .await?;
+                if status == Status::Dead {
+                    tracing::error!(
+                        event_id = %envelope.id,
+                        event_type = %envelope.event_type,
+                        attempts,
+                        error = %handler_error,
+                        "event is dead: no more automatic retries"
+                    );
+                } else {
+                    tracing::warn!(
+                        event_id = %envelope.id,
+                        event_type = %envelope.event_type,
+                        attempts,
+                        error = %handler_error,
+                        next_attempt_at = ?next,
+                        "event failed; retry scheduled"
+                    );
+                }
+                Attempt {
+                    status,
+                    error: Some(handler_error),
+                    note: None,
+                }
+            }
+            Ok((status, applied)) => {
+                let stmt = tx.prepare_cached(sql::MARK_DONE).await?;
+                tx.execute(
+                    &stmt,
+                    &[
+                        &claimed.row_id,
+                        &status.as_str(),
+                        &applied.user_id,
+                        &applied.old_tier,
+                        &applied.new_tier,
+                        &applied.note,
+                    ],
+                )
+                .await?;
+                Attempt {
+                    status,
+                    error: None,
+                    note: applied.note,
+                }
+            }
+        };
+        self.metrics.observe_processing(started.elapsed());
+        Ok(attempt)
+    }
+
+    /// Decides the outcome: ignored, applied, or a handler error (already rolled back).
+    async fn decide(
+        &self,
+        tx: &mut Transaction<'_>,
+        envelope: &EventEnvelope,
+    ) -> Result<Result<(Status, Applied), String>, tokio_postgres::Error> {
+        if let Some(expected) = self.livemode {
+            if envelope.livemode != expected {
+                return Ok(Ok((
+                    Status::Ignored,
+                    Applied::note("livemode does not match STRIPE_LIVEMODE"),
+                )));
+            }
+        }
+        if envelope.is_thin() {
+            return Ok(Ok((
+                Status::Ignored,
+                Applied::note("thin event: no object snapshot"),
+            )));
+        }
+        let Some(handler) = handlers::route(&envelope.event_type) else {
+            return Ok(Ok((Status::Ignored, Applied::default())));
+        };
+        let savepoint = tx.savepoint("handler").await?;
+        match handlers::run(handler, &self.handlers, &savepoint, envelope).await {
+            Ok(applied) => {
+                savepoint.commit().await?;
+                Ok(Ok((Status::Processed, applied)))
+            }
+            // The connection is gone: nothing can be stored, the caller answers 503.
+            Err(handlers::HandlerError::Database(e)) if e.as_db_error().is_none() => Err(e),
+            Err(e) => {
+                savepoint.rollback().await?;
+                Ok(Err(e.to_string()))
+            }
+        }
+    }
+
+    fn lease_seconds(&self) -> f64 {
+        self.retry.lease.as_secs_f64()
+    }
+
+    fn record(&self, envelope: &EventEnvelope, attempt: &Attempt) {
+        self.metrics
+            .event_finished(&envelope.event_type, attempt.status);
+        tracing::info!(
+            event_id = %envelope.id,
+            event_type = %envelope.event_type,
+            status = attempt.status.as_str(),
+            note = attempt.note.as_deref(),
+            "event handled"
+        );
+    }
+
+    /// Processes one row the retrier or `replay` claimed (status `processing`, locked by us).
+    pub async fn process_claimed(
+        &self,
+        row_id: Uuid,
+    ) -> Result<Option<(EventEnvelope, Attempt)>, IngestError> {
+        let mut client = self.pool.get().await?;
+        let mut tx = client.transaction().await?;
+        let stmt = tx.prepare_cached(sql::LOCK_CLAIMED).await?;
+        let Some(row) = tx.query_opt(&stmt, &[&row_id, &self.worker_id]).await? else {
+            tx.commit().await?;
+            return Ok(None); // someone else took it over after our lease ran out
+        };
+        let retry_count: i32 = row.get(0);
+        let body: String = row.get(1);
+        let envelope = match EventEnvelope::parse(body.as_bytes()) {
+            Ok(e) => e,
+            Err(e) => {
+                // Stored rows always parsed once; one edited by hand may not.
+                let stmt = tx.prepare_cached(sql::MARK_FAILED).await?;
+                let msg = format!("stored event_data does not parse: {e}");
+                tx.execute(
+                    &stmt,
+                    &[
+                        &row_id,
+                        &Status::Dead.as_str(),
+                        &msg,
+                        &None::<DateTime<Utc>>,
+                    ],
+                )
+                .await?;
+                tx.commit().await?;
+                return Ok(None);
+            }
+        };
+        let attempt = self
+            .attempt(
+                &mut tx,
+                &envelope,
+                &Claimed {
+                    row_id,
+                    retry_count,
+                },
+            )
+            .await?;
+        tx.commit().await?;
+        self.record(&envelope, &attempt);
+        Ok(Some((envelope, attempt)))
+    }
+
+    /// Claims up to `limit` rows that are due: failed and past `next_attempt_at`, pending, or
+    /// processing with an expired lease (a crashed worker). SKIP LOCKED lets replicas share.
+    pub async fn claim_due(&self, limit: i64) -> Result<Vec<Uuid>, IngestError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(sql::CLAIM_DUE).await?;
+        let rows = client
+            .query(&stmt, &[&self.worker_id, &self.lease_seconds(), &limit])
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+}

@@ -1,0 +1,19 @@
+//! stripe-worker: turns Stripe webhooks into provisioned customers in a Supabase database.
+//!
+//! The modules follow the path of an event: `http` receives it, `signature` authenticates it,
+//! `envelope` parses what ingestion needs, `ingest` stores it and runs its handler from
+//! `handlers` in one transaction, and the `retrier` takes care of the ones that failed.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod envelope;
+pub mod handlers;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod retrier;
+pub mod secret;
+pub mod signature;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,226 @@
+//! Prometheus text exposition, without a metrics framework: a few counters and one histogram.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::ingest::Status;
+
+/// Upper bounds (seconds) of the processing latency histogram.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// (outcome, reason) -> count; outcome is accepted/duplicate/rejected/unavailable.
+    deliveries: BTreeMap<(&'static str, &'static str), u64>,
+    /// (event type, final status) -> count.
+    events: BTreeMap<(String, &'static str), u64>,
+    buckets: [u64; BUCKETS.len()],
+    latency_count: u64,
+    latency_sum: f64,
+}
+
+/// Database-side gauges, read when /metrics is scraped.
+#[derive(Debug, Default)]
+pub struct QueueGauges {
+    pub retry_due: i64,
+    pub retry_scheduled: i64,
+    pub oldest_pending_secs: f64,
+    pub dead: i64,
+}
+
+pub struct PoolGauges {
+    pub size: usize,
+    pub available: usize,
+    pub waiting: usize,
+    pub max_size: usize,
+}
+
+impl Metrics {
+    pub fn delivery(&self, outcome: &'static str, reason: &'static str) {
+        *self
+            .inner
+            .lock()
+            .unwrap()
+            .deliveries
+            .entry((outcome, reason))
+            .or_default() += 1;
+    }
+
+    pub fn event_finished(&self, event_type: &str, status: Status) {
+        let mut inner = self.inner.lock().unwrap();
+        // Event types come from signed events only; still, cap the label set.
+        let key = if inner.events.len() < 500 {
+            event_type.to_owned()
+        } else {
+            "other".into()
+        };
+        *inner.events.entry((key, status.as_str())).or_default() += 1;
+    }
+
+    pub fn observe_processing(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        let mut inner = self.inner.lock().unwrap();
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                inner.buckets[i] += 1;
+            }
+        }
+        inner.latency_count += 1;
+        inner.latency_sum += secs;
+    }
+
+    pub fn render(&self, queue: Option<&QueueGauges>, pool: &PoolGauges) -> String {
+        let inner = self.inner.lock().unwrap();
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP stripe_worker_deliveries_total Webhook deliveries by outcome.\n");
+        out.push_str("# TYPE stripe_worker_deliveries_total counter\n");
+        for ((outcome, reason), n) in &inner.deliveries {
+            let _ = writeln!(
+                out,
+                "stripe_worker_deliveries_total{{outcome=\"{outcome}\",reason=\"{reason}\"}} {n}"
+            );
+        }
+        out.push_str(
+            "# HELP stripe_worker_events_total Events processed, by type and resulting status.\n",
+        );
+        out.push_str("# TYPE stripe_worker_events_total counter\n");
+        for ((event_type, status), n) in &inner.events {
+            let _ = writeln!(
+                out,
+                "stripe_worker_events_total{{type=\"{}\",status=\"{status}\"}} {n}",
+                escape(event_type)
+            );
+        }
+        out.push_str("# HELP stripe_worker_processing_seconds Time to apply one event inside its transaction.\n");
+        out.push_str("# TYPE stripe_worker_processing_seconds histogram\n");
+        for (i, le) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "stripe_worker_processing_seconds_bucket{{le=\"{le}\"}} {}",
+                inner.buckets[i]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "stripe_worker_processing_seconds_bucket{{le=\"+Inf\"}} {}",
+            inner.latency_count
+        );
+        let _ = writeln!(
+            out,
+            "stripe_worker_processing_seconds_sum {}",
+            inner.latency_sum
+        );
+        let _ = writeln!(
+            out,
+            "stripe_worker_processing_seconds_count {}",
+            inner.latency_count
+        );
+        if let Some(q) = queue {
+            gauge(
+                &mut out,
+                "stripe_worker_retry_queue_due",
+                "Failed events due for a retry now.",
+                q.retry_due as f64,
+            );
+            gauge(
+                &mut out,
+                "stripe_worker_retry_queue_scheduled",
+                "Failed events waiting for a later retry.",
+                q.retry_scheduled as f64,
+            );
+            gauge(
+                &mut out,
+                "stripe_worker_oldest_pending_seconds",
+                "Age of the oldest event not yet finished.",
+                q.oldest_pending_secs,
+            );
+            gauge(
+                &mut out,
+                "stripe_worker_dead_events",
+                "Events that ran out of retries.",
+                q.dead as f64,
+            );
+        }
+        gauge(
+            &mut out,
+            "stripe_worker_db_pool_connections",
+            "Open database connections.",
+            pool.size as f64,
+        );
+        gauge(
+            &mut out,
+            "stripe_worker_db_pool_available",
+            "Idle database connections.",
+            pool.available as f64,
+        );
+        gauge(
+            &mut out,
+            "stripe_worker_db_pool_waiting",
+            "Requests waiting for a connection.",
+            pool.waiting as f64,
+        );
+        gauge(
+            &mut out,
+            "stripe_worker_db_pool_max",
+            "Pool size limit.",
+            pool.max_size as f64,
+        );
+        out
+    }
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histogram() {
+        let m = Metrics::default();
+        m.delivery("accepted", "processed");
+        m.delivery("rejected", "invalid_signature");
+        m.delivery("rejected", "invalid_signature");
+        m.event_finished("product.created", Status::Processed);
+        m.observe_processing(Duration::from_millis(3));
+        let text = m.render(
+            None,
+            &PoolGauges {
+                size: 1,
+                available: 1,
+                waiting: 0,
+                max_size: 4,
+            },
+        );
+        assert!(text.contains(
+            "stripe_worker_deliveries_total{outcome=\"rejected\",reason=\"invalid_signature\"} 2"
+        ));
+        assert!(text.contains(
+            "stripe_worker_events_total{type=\"product.created\",status=\"processed\"} 1"
+        ));
+        assert!(text.contains("stripe_worker_processing_seconds_bucket{le=\"0.0025\"} 0"));
+        assert!(text.contains("stripe_worker_processing_seconds_bucket{le=\"0.005\"} 1"));
+        assert!(text.contains("stripe_worker_db_pool_max 4"));
+    }
+}

@@ -1,0 +1,84 @@
+//! Builds the application: the pool, the pipeline, the HTTP server and the retrier.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+use tokio::sync::watch;
+
+use crate::config::Settings;
+use crate::handlers::HandlerContext;
+use crate::ingest::Pipeline;
+use crate::metrics::Metrics;
+use crate::signature::Verifier;
+use crate::{db, http, retrier};
+
+pub struct AppState {
+    pub pipeline: Pipeline,
+    pub verifier: Verifier,
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    pipeline: Pipeline,
+}
+
+impl Application {
+    /// Binds the listener (port 0 picks a free one) and prepares everything; nothing runs until
+    /// `run_until_stopped`. Succeeds while the database is down.
+    pub fn build(settings: &Settings, handle_signals: bool) -> anyhow::Result<Self> {
+        let pool = db::pool(&settings.database)?;
+        let pipeline = Pipeline {
+            pool,
+            retry: settings.retry.clone(),
+            livemode: settings.webhook.livemode,
+            worker_id: settings.worker_id.clone(),
+            handlers: Arc::new(HandlerContext::default()),
+            metrics: Arc::new(Metrics::default()),
+        };
+        let state = web::Data::new(AppState {
+            pipeline: pipeline.clone(),
+            verifier: Verifier::new(settings.webhook.secrets.clone(), settings.webhook.tolerance),
+        });
+        let listener = TcpListener::bind((settings.host.as_str(), settings.port)).map_err(|e| {
+            anyhow::anyhow!("cannot listen on {}:{}: {e}", settings.host, settings.port)
+        })?;
+        let port = listener.local_addr()?.port();
+        let mut server =
+            HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
+                .listen(listener)?
+                // In-flight requests get this long to finish after SIGTERM.
+                .shutdown_timeout(30);
+        if !handle_signals {
+            server = server.disable_signals();
+        }
+        Ok(Self {
+            port,
+            server: server.run(),
+            pipeline,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn server_handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the server stops (SIGTERM/SIGINT or the handle), then lets the retrier
+    /// finish what it holds.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let retrier = tokio::spawn(retrier::run(self.pipeline.clone(), stop_rx));
+        tracing::info!(port = self.port, "stripe-worker listening");
+        let served = self.server.await;
+        let _ = stop_tx.send(true);
+        let _ = retrier.await;
+        tracing::info!("stopped");
+        served.map_err(Into::into)
+    }
+}
