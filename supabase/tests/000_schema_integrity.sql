@@ -87,7 +87,7 @@ select lives_ok($$insert into public.accounts (account_number, cryptotoken, user
 select throws_ok($$insert into public.accounts (account_number, user_id) values ('T-ACC-X', '00000000-0000-4000-8000-00000000dead')$$, '23503', null, 'FK accounts.user_id: unknown user');
 -- payment_intents.customer_id -> customers
 select lives_ok($$insert into public.payment_intents (id, stripe_payment_intent_id, status, amount, currency, customer_id)
-                  values ('00000000-0000-4000-8000-0000000000b1', 'pi_T1', 'succeeded', 4900, 'usd', '00000000-0000-4000-8000-0000000000a1')$$, 'FK payment_intents.customer_id: existing customer');
+                  values ('00000000-0000-4000-8000-0000000000b1', 'pi_T1', 'processing', 4900, 'usd', '00000000-0000-4000-8000-0000000000a1')$$, 'FK payment_intents.customer_id: existing customer');
 select throws_ok($$insert into public.payment_intents (stripe_payment_intent_id, status, amount, currency, customer_id)
                    values ('pi_TX', 'succeeded', 1, 'usd', '00000000-0000-4000-8000-00000000dead')$$, '23503', null, 'FK payment_intents.customer_id: unknown customer');
 -- charges.payment_intent_id -> payment_intents
@@ -143,7 +143,7 @@ select throws_ok($$insert into public.events (category, event_type, source, exte
 select throws_ok($$insert into public.accounts (account_number) values ('T-ACC-1')$$, '23505', null, 'unique accounts.account_number');
 select throws_ok($$insert into public.accounts (account_number, cryptotoken) values ('T-ACC-2', 'T-TOK-1')$$, '23505', null, 'unique accounts.cryptotoken');
 select lives_ok($$insert into public.accounts (account_number, user_id) values ('T-ACC-3', '00000000-0000-4000-8000-0000000000a1')$$, 'several accounts per user allowed');
-select throws_ok($$insert into public.payment_intents (stripe_payment_intent_id, status, amount, currency) values ('pi_T1', 'succeeded', 1, 'usd')$$, '23505', null, 'unique payment_intents.stripe_payment_intent_id');
+select throws_ok($$insert into public.payment_intents (stripe_payment_intent_id, status, amount, currency) values ('pi_T1', 'processing', 1, 'usd')$$, '23505', null, 'unique payment_intents.stripe_payment_intent_id');
 select throws_ok($$insert into public.charges (stripe_charge_id, payment_intent_id, amount, currency, status)
                    values ('ch_T1', '00000000-0000-4000-8000-0000000000b1', 1, 'usd', 'succeeded')$$, '23505', null, 'unique charges.stripe_charge_id');
 select throws_ok($$insert into public.payment_methods (stripe_payment_method_id, type) values ('pm_T1', 'card')$$, '23505', null, 'unique payment_methods.stripe_payment_method_id');
