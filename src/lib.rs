@@ -7,13 +7,17 @@
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod email;
 pub mod envelope;
 pub mod handlers;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod provision;
 pub mod retrier;
 pub mod secret;
 pub mod signature;
 pub mod startup;
+pub mod stripe_api;
+pub mod supabase_auth;
 pub mod telemetry;

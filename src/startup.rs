@@ -12,6 +12,8 @@ use crate::handlers::HandlerContext;
 use crate::ingest::Pipeline;
 use crate::metrics::Metrics;
 use crate::signature::Verifier;
+use crate::stripe_api::StripeApi;
+use crate::supabase_auth::AuthAdmin;
 use crate::{db, http, retrier};
 
 pub struct AppState {
@@ -35,7 +37,10 @@ impl Application {
             retry: settings.retry.clone(),
             livemode: settings.webhook.livemode,
             worker_id: settings.worker_id.clone(),
-            handlers: Arc::new(HandlerContext::default()),
+            handlers: Arc::new(HandlerContext {
+                stripe: settings.stripe_api.as_ref().map(StripeApi::new).transpose()?,
+                auth_admin: settings.supabase_auth.clone().map(AuthAdmin::new),
+            }),
             metrics: Arc::new(Metrics::default()),
         };
         let state = web::Data::new(AppState {

@@ -3,23 +3,42 @@
 //! A handler reads `data.object` into its own narrow, lenient type and writes facts inside the
 //! event's transaction (a savepoint). It never commits; an error rolls its writes back.
 
+mod billing;
 mod catalog;
+mod charge;
+mod checkout;
+mod customer;
 pub mod object;
 mod ordering;
+mod payment_intent;
+mod payment_method;
+mod subscription;
 
 use deadpool_postgres::Transaction;
+use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::envelope::EventEnvelope;
+use crate::provision::Buyer;
+use crate::stripe_api::StripeApi;
+use crate::supabase_auth::AuthAdmin;
 
-/// Dependencies handlers may call besides the database.
+/// Dependencies handlers may call besides the database (both optional, by configuration).
 #[derive(Debug, Default)]
-pub struct HandlerContext {}
+pub struct HandlerContext {
+    pub stripe: Option<StripeApi>,
+    pub auth_admin: Option<AuthAdmin>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handler {
     Product,
     Price,
+    CheckoutCompleted,
+    PaymentIntent,
+    Charge,
+    PaymentMethod,
+    Customer,
 }
 
 /// Event type -> handler. Types not listed are recorded and `ignored` (answered 200), never
@@ -28,19 +47,58 @@ pub fn route(event_type: &str) -> Option<Handler> {
     Some(match event_type {
         "product.created" | "product.updated" | "product.deleted" => Handler::Product,
         "price.created" | "price.updated" | "price.deleted" => Handler::Price,
+        "checkout.session.completed" | "checkout.session.async_payment_succeeded" => Handler::CheckoutCompleted,
+        "payment_intent.succeeded"
+        | "payment_intent.processing"
+        | "payment_intent.payment_failed"
+        | "payment_intent.canceled" => Handler::PaymentIntent,
+        "charge.succeeded" | "charge.updated" | "charge.refunded" => Handler::Charge,
+        "payment_method.attached"
+        | "payment_method.updated"
+        | "payment_method.automatically_updated"
+        | "payment_method.detached" => Handler::PaymentMethod,
+        "customer.created" | "customer.updated" | "customer.deleted" => Handler::Customer,
         _ => return None,
     })
 }
 
+/// What a handler resolved before the event's transaction (external calls never run while
+/// the transaction holds locks).
+#[derive(Debug, Default)]
+pub struct Prepared {
+    pub buyer: Option<Buyer>,
+    /// The auth user created or found through the Supabase Auth admin API.
+    pub auth_user: Option<Uuid>,
+}
+
+/// The part of a handler that may call Stripe or Supabase Auth; runs outside the transaction.
+pub async fn prepare(
+    handler: Handler,
+    ctx: &HandlerContext,
+    client: &impl GenericClient,
+    event: &EventEnvelope,
+) -> Result<Prepared, HandlerError> {
+    match handler {
+        Handler::CheckoutCompleted => checkout::prepare(ctx, client, event).await,
+        Handler::PaymentIntent => payment_intent::prepare(ctx, client, event).await,
+        _ => Ok(Prepared::default()),
+    }
+}
+
 pub async fn run(
     handler: Handler,
-    _ctx: &HandlerContext,
     tx: &Transaction<'_>,
     event: &EventEnvelope,
+    prepared: &Prepared,
 ) -> Result<Applied, HandlerError> {
     match handler {
         Handler::Product => catalog::product(tx, event).await,
         Handler::Price => catalog::price(tx, event).await,
+        Handler::CheckoutCompleted => checkout::completed(tx, event, prepared).await,
+        Handler::PaymentIntent => payment_intent::changed(tx, event, prepared).await,
+        Handler::Charge => charge::changed(tx, event).await,
+        Handler::PaymentMethod => payment_method::changed(tx, event).await,
+        Handler::Customer => customer::changed(tx, event).await,
     }
 }
 
@@ -75,6 +133,9 @@ pub enum HandlerError {
     /// Depends on something that has not arrived yet (e.g. the customer mapping): retried.
     #[error("not yet applicable: {0}")]
     NotYet(String),
+    /// Stripe's or Supabase Auth's API failed: retried.
+    #[error("{0}")]
+    External(String),
     #[error("database error: {}", crate::db::describe(.0))]
     Database(#[from] tokio_postgres::Error),
 }

@@ -19,7 +19,7 @@ pub use backoff::retry_delay;
 
 use crate::config::RetrySettings;
 use crate::envelope::EventEnvelope;
-use crate::handlers::{self, Applied, HandlerContext};
+use crate::handlers::{self, Applied, HandlerContext, HandlerError, Prepared};
 use crate::metrics::Metrics;
 
 /// `processing_status` values (the contract's state machine).
@@ -134,6 +134,7 @@ impl Pipeline {
                 return Ok(DeliveryStatus::Duplicate);
             }
         }
+        let prepared = self.prepare(&client, envelope).await?;
         let mut tx = client.transaction().await?;
         let lease = self.lease_seconds();
         let insert = tx.prepare_cached(sql::INSERT_PROCESSING).await?;
@@ -174,7 +175,7 @@ impl Pipeline {
                 }
             }
         };
-        let attempt = self.attempt(&mut tx, envelope, &claimed).await?;
+        let attempt = self.attempt(&mut tx, envelope, &claimed, prepared).await?;
         tx.commit().await?;
         self.record(envelope, &attempt);
         Ok(match attempt.status {
@@ -190,9 +191,10 @@ impl Pipeline {
         tx: &mut Transaction<'_>,
         envelope: &EventEnvelope,
         claimed: &Claimed,
+        prepared: Result<Prepared, HandlerError>,
     ) -> Result<Attempt, tokio_postgres::Error> {
         let started = std::time::Instant::now();
-        let decision = self.decide(tx, envelope).await?;
+        let decision = self.decide(tx, envelope, prepared).await?;
         let attempt = match decision {
             Err(handler_error) => {
                 let attempts = claimed.retry_count + 1;
@@ -257,31 +259,53 @@ impl Pipeline {
         Ok(attempt)
     }
 
+    /// The handler for an event, or why there is none (the event is then `ignored`).
+    fn handler_for(&self, envelope: &EventEnvelope) -> Result<handlers::Handler, Option<&'static str>> {
+        if self.livemode.is_some_and(|expected| envelope.livemode != expected) {
+            return Err(Some("livemode does not match STRIPE_LIVEMODE"));
+        }
+        if envelope.is_thin() {
+            return Err(Some("thin event: no object snapshot"));
+        }
+        handlers::route(&envelope.event_type).ok_or(None)
+    }
+
+    /// The handler's work outside the transaction (Stripe / Supabase Auth look-ups). A lost
+    /// database connection is the caller's problem (503), any other failure the event's.
+    async fn prepare(
+        &self,
+        client: &impl deadpool_postgres::GenericClient,
+        envelope: &EventEnvelope,
+    ) -> Result<Result<Prepared, HandlerError>, IngestError> {
+        let Ok(handler) = self.handler_for(envelope) else {
+            return Ok(Ok(Prepared::default()));
+        };
+        match handlers::prepare(handler, &self.handlers, client, envelope).await {
+            Err(HandlerError::Database(e)) if e.as_db_error().is_none() => Err(e.into()),
+            other => Ok(other),
+        }
+    }
+
     /// Decides the outcome: ignored, applied, or a handler error (already rolled back).
     async fn decide(
         &self,
         tx: &mut Transaction<'_>,
         envelope: &EventEnvelope,
+        prepared: Result<Prepared, HandlerError>,
     ) -> Result<Result<(Status, Applied), String>, tokio_postgres::Error> {
-        if let Some(expected) = self.livemode {
-            if envelope.livemode != expected {
-                return Ok(Ok((
-                    Status::Ignored,
-                    Applied::note("livemode does not match STRIPE_LIVEMODE"),
-                )));
+        let handler = match self.handler_for(envelope) {
+            Ok(handler) => handler,
+            Err(reason) => {
+                let applied = reason.map(Applied::note).unwrap_or_default();
+                return Ok(Ok((Status::Ignored, applied)));
             }
-        }
-        if envelope.is_thin() {
-            return Ok(Ok((
-                Status::Ignored,
-                Applied::note("thin event: no object snapshot"),
-            )));
-        }
-        let Some(handler) = handlers::route(&envelope.event_type) else {
-            return Ok(Ok((Status::Ignored, Applied::default())));
+        };
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e.to_string())),
         };
         let savepoint = tx.savepoint("handler").await?;
-        match handlers::run(handler, &self.handlers, &savepoint, envelope).await {
+        match handlers::run(handler, &savepoint, envelope, &prepared).await {
             Ok(applied) => {
                 savepoint.commit().await?;
                 Ok(Ok((Status::Processed, applied)))
@@ -312,48 +336,33 @@ impl Pipeline {
     }
 
     /// Processes one row the retrier or `replay` claimed (status `processing`, locked by us).
-    pub async fn process_claimed(
-        &self,
-        row_id: Uuid,
-    ) -> Result<Option<(EventEnvelope, Attempt)>, IngestError> {
+    pub async fn process_claimed(&self, row_id: Uuid) -> Result<Option<(EventEnvelope, Attempt)>, IngestError> {
         let mut client = self.pool.get().await?;
-        let mut tx = client.transaction().await?;
-        let stmt = tx.prepare_cached(sql::LOCK_CLAIMED).await?;
-        let Some(row) = tx.query_opt(&stmt, &[&row_id, &self.worker_id]).await? else {
-            tx.commit().await?;
+        let stmt = client.prepare_cached(sql::READ_CLAIMED).await?;
+        let Some(row) = client.query_opt(&stmt, &[&row_id, &self.worker_id]).await? else {
             return Ok(None); // someone else took it over after our lease ran out
         };
-        let retry_count: i32 = row.get(0);
-        let body: String = row.get(1);
+        let body: String = row.get(0);
         let envelope = match EventEnvelope::parse(body.as_bytes()) {
             Ok(e) => e,
             Err(e) => {
                 // Stored rows always parsed once; one edited by hand may not.
-                let stmt = tx.prepare_cached(sql::MARK_FAILED).await?;
+                let stmt = client.prepare_cached(sql::MARK_FAILED).await?;
                 let msg = format!("stored event_data does not parse: {e}");
-                tx.execute(
-                    &stmt,
-                    &[
-                        &row_id,
-                        &Status::Dead.as_str(),
-                        &msg,
-                        &None::<DateTime<Utc>>,
-                    ],
-                )
-                .await?;
-                tx.commit().await?;
+                client.execute(&stmt, &[&row_id, &Status::Dead.as_str(), &msg, &None::<DateTime<Utc>>]).await?;
                 return Ok(None);
             }
         };
+        let prepared = self.prepare(&client, &envelope).await?;
+        let mut tx = client.transaction().await?;
+        let stmt = tx.prepare_cached(sql::LOCK_CLAIMED).await?;
+        let Some(row) = tx.query_opt(&stmt, &[&row_id, &self.worker_id]).await? else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let retry_count: i32 = row.get(0);
         let attempt = self
-            .attempt(
-                &mut tx,
-                &envelope,
-                &Claimed {
-                    row_id,
-                    retry_count,
-                },
-            )
+            .attempt(&mut tx, &envelope, &Claimed { row_id, retry_count }, prepared)
             .await?;
         tx.commit().await?;
         self.record(&envelope, &attempt);

@@ -32,8 +32,12 @@ set processing_status = $2, error_message = $3, retry_count = retry_count + 1,
     next_attempt_at = $4, locked_by = null, locked_until = null
 where id = $1";
 
+pub const READ_CLAIMED: &str = "
+select event_data::text from public.stripe_webhook_events
+where id = $1 and processing_status = 'processing' and locked_by = $2";
+
 pub const LOCK_CLAIMED: &str = "
-select retry_count, event_data::text from public.stripe_webhook_events
+select retry_count from public.stripe_webhook_events
 where id = $1 and processing_status = 'processing' and locked_by = $2
 for update";
 

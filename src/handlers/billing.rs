@@ -1,0 +1,74 @@
+//! Billing history (seed 000's `public.events`): one row per money event, keyed by the Stripe
+//! event id, so replays write nothing twice.
+
+use deadpool_postgres::Transaction;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::envelope::EventEnvelope;
+
+const INSERT: &str = "
+insert into public.events
+  (category, event_type, source, user_id, amount, currency, occurred_at, external_id, metadata)
+values ('billing', $1, 'stripe', $2, $3::int8::numeric / (10::numeric ^ $4::int4), $5,
+        coalesce($6, now()), $7, $8)
+on conflict (source, external_id) do nothing";
+
+/// Stripe amounts are in the currency's minor unit; most have two decimals, these not.
+fn decimals(currency: &str) -> i32 {
+    match currency {
+        "bif" | "clp" | "djf" | "gnf" | "jpy" | "kmf" | "krw" | "mga" | "pyg" | "rwf" | "ugx"
+        | "vnd" | "vuv" | "xaf" | "xof" | "xpf" => 0,
+        "bhd" | "jod" | "kwd" | "omr" | "tnd" => 3,
+        _ => 2,
+    }
+}
+
+/// `amount_minor` is signed: refunds are negative.
+pub async fn record(
+    tx: &Transaction<'_>,
+    event: &EventEnvelope,
+    user_id: Option<Uuid>,
+    amount_minor: i64,
+    currency: &str,
+    metadata: Value,
+) -> Result<(), tokio_postgres::Error> {
+    let currency = currency.to_ascii_lowercase();
+    let stmt = tx.prepare_cached(INSERT).await?;
+    tx.execute(
+        &stmt,
+        &[
+            &format!("stripe.{}", event.event_type),
+            &user_id,
+            &amount_minor,
+            &decimals(&currency),
+            &currency,
+            &event.created,
+            &event.id,
+            &metadata,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+const ATTRIBUTE: &str = "
+update public.events set user_id = $1
+where source = 'stripe' and user_id is null and metadata->>'payment_intent' = $2";
+
+/// History written before the buyer was known is attributed once they are.
+pub async fn attribute(tx: &Transaction<'_>, user_id: Uuid, payment_intent: &str) -> Result<(), tokio_postgres::Error> {
+    let stmt = tx.prepare_cached(ATTRIBUTE).await?;
+    tx.execute(&stmt, &[&user_id, &payment_intent]).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn zero_and_three_decimal_currencies() {
+        assert_eq!(super::decimals("usd"), 2);
+        assert_eq!(super::decimals("jpy"), 0);
+        assert_eq!(super::decimals("kwd"), 3);
+    }
+}

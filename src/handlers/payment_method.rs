@@ -1,0 +1,104 @@
+//! payment_method.attached / updated / automatically_updated / detached: what the frontend
+//! may show of a card (type, last four, expiry), never more.
+
+use deadpool_postgres::Transaction;
+use serde::Deserialize;
+
+use super::object::expandable_id;
+use super::{ordering, Applied, HandlerError};
+use crate::envelope::EventEnvelope;
+use crate::provision;
+
+#[derive(Deserialize)]
+struct PaymentMethod {
+    id: String,
+    #[serde(rename = "type", default)]
+    method_type: Option<String>,
+    #[serde(default, deserialize_with = "expandable_id")]
+    customer: Option<String>,
+    #[serde(default)]
+    card: Option<Details>,
+    #[serde(default)]
+    sepa_debit: Option<Details>,
+    #[serde(default)]
+    us_bank_account: Option<Details>,
+    #[serde(default)]
+    bacs_debit: Option<Details>,
+    #[serde(default)]
+    au_becs_debit: Option<Details>,
+    #[serde(default)]
+    acss_debit: Option<Details>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+struct Details {
+    #[serde(default)]
+    last4: Option<String>,
+    #[serde(default)]
+    exp_month: Option<i32>,
+    #[serde(default)]
+    exp_year: Option<i32>,
+}
+
+impl PaymentMethod {
+    fn details(&self) -> Details {
+        let by_type = match self.method_type.as_deref() {
+            Some("card") => &self.card,
+            Some("sepa_debit") => &self.sepa_debit,
+            Some("us_bank_account") => &self.us_bank_account,
+            Some("bacs_debit") => &self.bacs_debit,
+            Some("au_becs_debit") => &self.au_becs_debit,
+            Some("acss_debit") => &self.acss_debit,
+            _ => &None,
+        };
+        by_type.clone().unwrap_or_default()
+    }
+}
+
+const UPSERT: &str = "
+insert into public.payment_methods
+  (stripe_payment_method_id, type, last_four, exp_month, exp_year, customer_id, stripe_customer_id)
+values ($1, $2, $3, $4, $5, $6, $7)
+on conflict (stripe_payment_method_id) do update
+set type = excluded.type, last_four = excluded.last_four, exp_month = excluded.exp_month,
+    exp_year = excluded.exp_year,
+    customer_id = coalesce(excluded.customer_id, payment_methods.customer_id),
+    stripe_customer_id = coalesce(excluded.stripe_customer_id, payment_methods.stripe_customer_id),
+    updated_at = now()";
+
+const REMOVE: &str = "delete from public.payment_methods where stripe_payment_method_id = $1";
+
+pub async fn changed(tx: &Transaction<'_>, event: &EventEnvelope) -> Result<Applied, HandlerError> {
+    let pm: PaymentMethod = event.object_as().map_err(|e| HandlerError::invalid("payment method", e))?;
+    // Stripe never re-attaches a detached payment method: deletion wins.
+    let detached = event.event_type == "payment_method.detached";
+    if !ordering::claim(tx, "payment_method", &pm.id, event, 0, detached).await? {
+        return Ok(Applied::note(ordering::stale_note(&pm.id)));
+    }
+    if detached {
+        let stmt = tx.prepare_cached(REMOVE).await?;
+        tx.execute(&stmt, &[&pm.id]).await?;
+        return Ok(Applied::default());
+    }
+    let user_id = provision::resolve_customer(tx, pm.customer.as_deref()).await?;
+    if let Some(user) = user_id {
+        provision::ensure_customer_row(tx, user).await?;
+    }
+    let d = pm.details();
+    let stmt = tx.prepare_cached(UPSERT).await?;
+    tx.execute(
+        &stmt,
+        &[
+            &pm.id,
+            &pm.method_type.as_deref().unwrap_or("unknown"),
+            &d.last4,
+            &d.exp_month,
+            &d.exp_year,
+            &user_id,
+            &pm.customer,
+        ],
+    )
+    .await?;
+    let note = (user_id.is_none() && pm.customer.is_some()).then(|| "customer not mapped yet: stored unlinked".to_owned());
+    Ok(Applied { user_id, note, ..Applied::default() })
+}

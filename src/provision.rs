@@ -1,0 +1,157 @@
+//! Buyer provisioning, seed 002's "User Provisioning" list: email -> auth user -> profile ->
+//! customer mapping -> account. Idempotent: every step finds what exists before creating.
+//!
+//! A Stripe customer already mapped to a user wins over the email (the buyer may have changed
+//! their address); otherwise the auth user is found by email case-insensitively or created.
+
+use deadpool_postgres::Transaction;
+use deadpool_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::email::Email;
+use crate::handlers::{HandlerContext, HandlerError};
+use crate::supabase_auth::Created;
+
+/// Who bought, as far as the event (or a Stripe look-up) tells.
+#[derive(Debug, Clone)]
+pub struct Buyer {
+    pub email: Email,
+    pub name: Option<String>,
+    pub stripe_customer: Option<String>,
+}
+
+const RESOLVE_CUSTOMER: &str = "
+select user_id from public.stripe_customers where stripe_customer_id = $1
+union all
+select id from public.customers where stripe_customer_id = $1
+limit 1";
+
+/// The user a Stripe customer is mapped to, if any.
+pub async fn resolve_customer(
+    client: &impl GenericClient,
+    stripe_customer_id: Option<&str>,
+) -> Result<Option<Uuid>, tokio_postgres::Error> {
+    let Some(id) = stripe_customer_id else { return Ok(None) };
+    let stmt = client.prepare_cached(RESOLVE_CUSTOMER).await?;
+    Ok(client.query_opt(&stmt, &[&id]).await?.map(|r| r.get(0)))
+}
+
+const FIND_AUTH_USER: &str = "
+select id from auth.users
+where lower(email) = lower($1) and not is_sso_user and deleted_at is null
+order by created_at limit 1";
+
+/// Before the event's transaction: with the Supabase Auth admin API configured, make sure the
+/// auth user exists (looked up first; an address registered meanwhile is looked up again).
+pub async fn prepare_auth_user(
+    ctx: &HandlerContext,
+    client: &impl GenericClient,
+    buyer: &Buyer,
+) -> Result<Option<Uuid>, HandlerError> {
+    let Some(admin) = &ctx.auth_admin else { return Ok(None) };
+    if resolve_customer(client, buyer.stripe_customer.as_deref()).await?.is_some() {
+        return Ok(None);
+    }
+    let stmt = client.prepare_cached(FIND_AUTH_USER).await?;
+    if let Some(row) = client.query_opt(&stmt, &[&buyer.email.as_str()]).await? {
+        return Ok(Some(row.get(0)));
+    }
+    match admin
+        .create_user(&buyer.email, buyer.name.as_deref())
+        .await
+        .map_err(|e| HandlerError::External(e.to_string()))?
+    {
+        Created::New(id) => Ok(Some(id)),
+        Created::AlreadyRegistered => match client.query_opt(&stmt, &[&buyer.email.as_str()]).await? {
+            Some(row) => Ok(Some(row.get(0))),
+            None => Err(HandlerError::NotYet(
+                "Supabase Auth reports the address registered but no auth user has it yet".into(),
+            )),
+        },
+    }
+}
+
+const CREATE_AUTH_USER: &str = "select public.find_or_create_auth_user($1, $2)";
+
+/// The profile mirrors the auth user's address; a name fills an empty full_name only (the user
+/// may have edited theirs).
+const ENSURE_PROFILE: &str = "
+insert into public.users (id, email, full_name)
+select id, email, $2 from auth.users where id = $1
+on conflict (id) do update
+set email = excluded.email, full_name = coalesce(public.users.full_name, excluded.full_name)";
+
+const ENSURE_ACCOUNT: &str = "select public.ensure_account($1)";
+
+/// Inside the transaction: the user, their profile, customer mapping and account.
+pub async fn provision(
+    tx: &Transaction<'_>,
+    buyer: &Buyer,
+    pre_created: Option<Uuid>,
+) -> Result<Uuid, HandlerError> {
+    let user_id = match resolve_customer(tx, buyer.stripe_customer.as_deref()).await? {
+        Some(mapped) => mapped,
+        None => match pre_created {
+            Some(id) => id,
+            None => {
+                let stmt = tx.prepare_cached(CREATE_AUTH_USER).await?;
+                tx.query_one(&stmt, &[&buyer.email.as_str(), &buyer.name]).await?.get(0)
+            }
+        },
+    };
+    let stmt = tx.prepare_cached(ENSURE_PROFILE).await?;
+    tx.execute(&stmt, &[&user_id, &buyer.name]).await?;
+    ensure_customer_row(tx, user_id).await?;
+    if let Some(customer) = &buyer.stripe_customer {
+        link_customer(tx, user_id, customer, Some(&buyer.email)).await?;
+    }
+    let stmt = tx.prepare_cached(ENSURE_ACCOUNT).await?;
+    tx.query_one(&stmt, &[&user_id]).await?;
+    Ok(user_id)
+}
+
+const ENSURE_CUSTOMER_ROW: &str =
+    "insert into public.customers (id) values ($1) on conflict (id) do nothing";
+
+/// payment_intents.customer_id references customers(id) (= the user id).
+pub async fn ensure_customer_row(tx: &Transaction<'_>, user_id: Uuid) -> Result<(), tokio_postgres::Error> {
+    let stmt = tx.prepare_cached(ENSURE_CUSTOMER_ROW).await?;
+    tx.execute(&stmt, &[&user_id]).await?;
+    Ok(())
+}
+
+const LINK: &str = "
+insert into public.stripe_customers (stripe_customer_id, user_id, email) values ($2, $1, $3)
+on conflict (stripe_customer_id) do nothing";
+
+/// The first Stripe customer of a user becomes the mapping public.customers shows.
+const SET_PRIMARY: &str = "
+update public.customers set stripe_customer_id = $2
+where id = $1 and stripe_customer_id is null
+  and not exists (select 1 from public.customers where stripe_customer_id = $2)";
+
+/// Rows that arrived before the buyer was known get their owner now; for payment intents this
+/// fires the voucher trigger.
+const BACKFILL: [&str; 3] = [
+    "update public.payment_intents set customer_id = $1 where stripe_customer_id = $2 and customer_id is null",
+    "update public.charges set customer_id = $1 where stripe_customer_id = $2 and customer_id is null",
+    "update public.payment_methods set customer_id = $1 where stripe_customer_id = $2 and customer_id is null",
+];
+
+pub async fn link_customer(
+    tx: &Transaction<'_>,
+    user_id: Uuid,
+    stripe_customer_id: &str,
+    email: Option<&Email>,
+) -> Result<(), tokio_postgres::Error> {
+    let email = email.map(Email::as_str);
+    let stmt = tx.prepare_cached(LINK).await?;
+    tx.execute(&stmt, &[&user_id, &stripe_customer_id, &email]).await?;
+    let stmt = tx.prepare_cached(SET_PRIMARY).await?;
+    tx.execute(&stmt, &[&user_id, &stripe_customer_id]).await?;
+    for sql in BACKFILL {
+        let stmt = tx.prepare_cached(sql).await?;
+        tx.execute(&stmt, &[&user_id, &stripe_customer_id]).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! Supabase Auth's admin API (GoTrue), used to create auth users when SUPABASE_URL and
+//! SUPABASE_SERVICE_ROLE_KEY are set: then Auth sends its own hooks and keeps its own invariants.
+//! `POST /auth/v1/admin/users` with `email_confirm` and `user_metadata`; an address that is
+//! already registered answers 422 (`email_exists`) and is resolved by looking the user up.
+
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::config::SupabaseAuthSettings;
+use crate::email::Email;
+
+#[derive(Clone)]
+pub struct AuthAdmin {
+    http: reqwest::Client,
+    settings: SupabaseAuthSettings,
+}
+
+impl std::fmt::Debug for AuthAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthAdmin").field("url", &self.settings.url).finish()
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Created {
+    New(Uuid),
+    AlreadyRegistered,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("Supabase Auth admin API: {0}")]
+pub struct AuthAdminError(String);
+
+#[derive(Deserialize)]
+struct UserResponse {
+    id: Uuid,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorResponse {
+    #[serde(default)]
+    error_code: Option<String>,
+    #[serde(default)]
+    msg: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+impl AuthAdmin {
+    pub fn new(settings: SupabaseAuthSettings) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .expect("a reqwest client with a timeout builds");
+        Self { http, settings }
+    }
+
+    pub async fn create_user(&self, email: &Email, full_name: Option<&str>) -> Result<Created, AuthAdminError> {
+        let key = self.settings.service_role_key.expose();
+        let mut metadata = serde_json::Map::new();
+        if let Some(name) = full_name {
+            metadata.insert("full_name".into(), json!(name));
+        }
+        let resp = self
+            .http
+            .post(format!("{}/auth/v1/admin/users", self.settings.url))
+            .header("apikey", key)
+            .bearer_auth(key)
+            .json(&json!({
+                "email": email.normalized(),
+                "email_confirm": true,
+                "user_metadata": metadata,
+            }))
+            .send()
+            .await
+            .map_err(|e| AuthAdminError(format!("request failed: {}", e.without_url())))?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| AuthAdminError(e.without_url().to_string()))?;
+        if status.is_success() {
+            let user: UserResponse = serde_json::from_slice(&body)
+                .map_err(|e| AuthAdminError(format!("unexpected answer: {e}")))?;
+            return Ok(Created::New(user.id));
+        }
+        let err: ErrorResponse = serde_json::from_slice(&body).unwrap_or_default();
+        let text = err.msg.or(err.message).unwrap_or_default();
+        let registered = err.error_code.as_deref() == Some("email_exists")
+            || (status.as_u16() == 422 && text.to_lowercase().contains("already been registered"));
+        if registered {
+            return Ok(Created::AlreadyRegistered);
+        }
+        Err(AuthAdminError(format!("{status}: {}", err.error_code.unwrap_or(text))))
+    }
+}
