@@ -50,14 +50,30 @@ mod tests {
 
     #[test]
     fn accepts_real_addresses_and_trims() {
-        assert_eq!(Email::parse("  Buyer@Example.COM ").unwrap().as_str(), "Buyer@Example.COM");
-        assert_eq!(Email::parse("Buyer@Example.COM").unwrap().normalized(), "buyer@example.com");
+        assert_eq!(
+            Email::parse("  Buyer@Example.COM ").unwrap().as_str(),
+            "Buyer@Example.COM"
+        );
+        assert_eq!(
+            Email::parse("Buyer@Example.COM").unwrap().normalized(),
+            "buyer@example.com"
+        );
         assert!(Email::parse("a+tag@sub.example.co.uk").is_some());
     }
 
     #[test]
     fn rejects_what_is_not_an_address() {
-        for bad in ["", "plain", "@example.com", "a@", "a@b", "a@@b.com", "a b@c.com", "a@b.com.", "a@.b.com"] {
+        for bad in [
+            "",
+            "plain",
+            "@example.com",
+            "a@",
+            "a@b",
+            "a@@b.com",
+            "a b@c.com",
+            "a@b.com.",
+            "a@.b.com",
+        ] {
             assert!(Email::parse(bad).is_none(), "{bad}");
         }
         assert!(Email::parse(&format!("{}@example.com", "a".repeat(250))).is_none());

@@ -4,8 +4,8 @@
 //! A Stripe customer already mapped to a user wins over the email (the buyer may have changed
 //! their address); otherwise the auth user is found by email case-insensitively or created.
 
-use deadpool_postgres::Transaction;
 use deadpool_postgres::GenericClient;
+use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
 use crate::email::Email;
@@ -31,7 +31,9 @@ pub async fn resolve_customer(
     client: &impl GenericClient,
     stripe_customer_id: Option<&str>,
 ) -> Result<Option<Uuid>, tokio_postgres::Error> {
-    let Some(id) = stripe_customer_id else { return Ok(None) };
+    let Some(id) = stripe_customer_id else {
+        return Ok(None);
+    };
     let stmt = client.prepare_cached(RESOLVE_CUSTOMER).await?;
     Ok(client.query_opt(&stmt, &[&id]).await?.map(|r| r.get(0)))
 }
@@ -48,8 +50,13 @@ pub async fn prepare_auth_user(
     client: &impl GenericClient,
     buyer: &Buyer,
 ) -> Result<Option<Uuid>, HandlerError> {
-    let Some(admin) = &ctx.auth_admin else { return Ok(None) };
-    if resolve_customer(client, buyer.stripe_customer.as_deref()).await?.is_some() {
+    let Some(admin) = &ctx.auth_admin else {
+        return Ok(None);
+    };
+    if resolve_customer(client, buyer.stripe_customer.as_deref())
+        .await?
+        .is_some()
+    {
         return Ok(None);
     }
     let stmt = client.prepare_cached(FIND_AUTH_USER).await?;
@@ -62,12 +69,15 @@ pub async fn prepare_auth_user(
         .map_err(|e| HandlerError::External(e.to_string()))?
     {
         Created::New(id) => Ok(Some(id)),
-        Created::AlreadyRegistered => match client.query_opt(&stmt, &[&buyer.email.as_str()]).await? {
-            Some(row) => Ok(Some(row.get(0))),
-            None => Err(HandlerError::NotYet(
-                "Supabase Auth reports the address registered but no auth user has it yet".into(),
-            )),
-        },
+        Created::AlreadyRegistered => {
+            match client.query_opt(&stmt, &[&buyer.email.as_str()]).await? {
+                Some(row) => Ok(Some(row.get(0))),
+                None => Err(HandlerError::NotYet(
+                    "Supabase Auth reports the address registered but no auth user has it yet"
+                        .into(),
+                )),
+            }
+        }
     }
 }
 
@@ -83,7 +93,9 @@ set email = excluded.email, full_name = coalesce(public.users.full_name, exclude
 
 const ENSURE_ACCOUNT: &str = "select public.ensure_account($1)";
 
-/// Inside the transaction: the user, their profile, customer mapping and account.
+/// Inside the transaction: the user, their profile, customer row and account. The caller
+/// writes its own facts next and calls `link_customer` last: linking hands earlier rows to
+/// the user, which fires the voucher trigger, and by then the price must be on the intent.
 pub async fn provision(
     tx: &Transaction<'_>,
     buyer: &Buyer,
@@ -95,16 +107,15 @@ pub async fn provision(
             Some(id) => id,
             None => {
                 let stmt = tx.prepare_cached(CREATE_AUTH_USER).await?;
-                tx.query_one(&stmt, &[&buyer.email.as_str(), &buyer.name]).await?.get(0)
+                tx.query_one(&stmt, &[&buyer.email.as_str(), &buyer.name])
+                    .await?
+                    .get(0)
             }
         },
     };
     let stmt = tx.prepare_cached(ENSURE_PROFILE).await?;
     tx.execute(&stmt, &[&user_id, &buyer.name]).await?;
     ensure_customer_row(tx, user_id).await?;
-    if let Some(customer) = &buyer.stripe_customer {
-        link_customer(tx, user_id, customer, Some(&buyer.email)).await?;
-    }
     let stmt = tx.prepare_cached(ENSURE_ACCOUNT).await?;
     tx.query_one(&stmt, &[&user_id]).await?;
     Ok(user_id)
@@ -114,7 +125,10 @@ const ENSURE_CUSTOMER_ROW: &str =
     "insert into public.customers (id) values ($1) on conflict (id) do nothing";
 
 /// payment_intents.customer_id references customers(id) (= the user id).
-pub async fn ensure_customer_row(tx: &Transaction<'_>, user_id: Uuid) -> Result<(), tokio_postgres::Error> {
+pub async fn ensure_customer_row(
+    tx: &Transaction<'_>,
+    user_id: Uuid,
+) -> Result<(), tokio_postgres::Error> {
     let stmt = tx.prepare_cached(ENSURE_CUSTOMER_ROW).await?;
     tx.execute(&stmt, &[&user_id]).await?;
     Ok(())
@@ -146,7 +160,8 @@ pub async fn link_customer(
 ) -> Result<(), tokio_postgres::Error> {
     let email = email.map(Email::as_str);
     let stmt = tx.prepare_cached(LINK).await?;
-    tx.execute(&stmt, &[&user_id, &stripe_customer_id, &email]).await?;
+    tx.execute(&stmt, &[&user_id, &stripe_customer_id, &email])
+        .await?;
     let stmt = tx.prepare_cached(SET_PRIMARY).await?;
     tx.execute(&stmt, &[&user_id, &stripe_customer_id]).await?;
     for sql in BACKFILL {

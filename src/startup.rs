@@ -38,7 +38,11 @@ impl Application {
             livemode: settings.webhook.livemode,
             worker_id: settings.worker_id.clone(),
             handlers: Arc::new(HandlerContext {
-                stripe: settings.stripe_api.as_ref().map(StripeApi::new).transpose()?,
+                stripe: settings
+                    .stripe_api
+                    .as_ref()
+                    .map(StripeApi::new)
+                    .transpose()?,
                 auth_admin: settings.supabase_auth.clone().map(AuthAdmin::new),
             }),
             metrics: Arc::new(Metrics::default()),

@@ -46,7 +46,11 @@ impl StripeApi {
     pub fn new(settings: &StripeApiSettings) -> Result<Self, StripeApiError> {
         let client = ClientBuilder::new(settings.secret_key.expose())
             .url(format!("{}/", settings.base_url))
-            .app_info("stripe-worker", Some(env!("CARGO_PKG_VERSION").into()), None)
+            .app_info(
+                "stripe-worker",
+                Some(env!("CARGO_PKG_VERSION").into()),
+                None,
+            )
             .build()?;
         Ok(Self { client })
     }
@@ -58,8 +62,16 @@ impl StripeApi {
     pub async fn customer(&self, id: &str) -> Result<CustomerContact, StripeApiError> {
         use stripe_core::customer::{RetrieveCustomer, RetrieveCustomerReturned};
         Ok(match RetrieveCustomer::new(id).send(&self.client).await? {
-            RetrieveCustomerReturned::Customer(c) => CustomerContact { email: c.email, name: c.name, deleted: false },
-            RetrieveCustomerReturned::DeletedCustomer(_) => CustomerContact { email: None, name: None, deleted: true },
+            RetrieveCustomerReturned::Customer(c) => CustomerContact {
+                email: c.email,
+                name: c.name,
+                deleted: false,
+            },
+            RetrieveCustomerReturned::DeletedCustomer(_) => CustomerContact {
+                email: None,
+                name: None,
+                deleted: true,
+            },
         })
     }
 }

@@ -18,7 +18,9 @@ pub struct AuthAdmin {
 
 impl std::fmt::Debug for AuthAdmin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthAdmin").field("url", &self.settings.url).finish()
+        f.debug_struct("AuthAdmin")
+            .field("url", &self.settings.url)
+            .finish()
     }
 }
 
@@ -56,7 +58,11 @@ impl AuthAdmin {
         Self { http, settings }
     }
 
-    pub async fn create_user(&self, email: &Email, full_name: Option<&str>) -> Result<Created, AuthAdminError> {
+    pub async fn create_user(
+        &self,
+        email: &Email,
+        full_name: Option<&str>,
+    ) -> Result<Created, AuthAdminError> {
         let key = self.settings.service_role_key.expose();
         let mut metadata = serde_json::Map::new();
         if let Some(name) = full_name {
@@ -76,7 +82,10 @@ impl AuthAdmin {
             .await
             .map_err(|e| AuthAdminError(format!("request failed: {}", e.without_url())))?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| AuthAdminError(e.without_url().to_string()))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| AuthAdminError(e.without_url().to_string()))?;
         if status.is_success() {
             let user: UserResponse = serde_json::from_slice(&body)
                 .map_err(|e| AuthAdminError(format!("unexpected answer: {e}")))?;
@@ -89,6 +98,9 @@ impl AuthAdmin {
         if registered {
             return Ok(Created::AlreadyRegistered);
         }
-        Err(AuthAdminError(format!("{status}: {}", err.error_code.unwrap_or(text))))
+        Err(AuthAdminError(format!(
+            "{status}: {}",
+            err.error_code.unwrap_or(text)
+        )))
     }
 }

@@ -57,7 +57,11 @@ update public.events set user_id = $1
 where source = 'stripe' and user_id is null and metadata->>'payment_intent' = $2";
 
 /// History written before the buyer was known is attributed once they are.
-pub async fn attribute(tx: &Transaction<'_>, user_id: Uuid, payment_intent: &str) -> Result<(), tokio_postgres::Error> {
+pub async fn attribute(
+    tx: &Transaction<'_>,
+    user_id: Uuid,
+    payment_intent: &str,
+) -> Result<(), tokio_postgres::Error> {
     let stmt = tx.prepare_cached(ATTRIBUTE).await?;
     tx.execute(&stmt, &[&user_id, &payment_intent]).await?;
     Ok(())

@@ -65,7 +65,9 @@ set amount = excluded.amount,
     stripe_customer_id = coalesce(charges.stripe_customer_id, excluded.stripe_customer_id)";
 
 pub async fn changed(tx: &Transaction<'_>, event: &EventEnvelope) -> Result<Applied, HandlerError> {
-    let c: Charge = event.object_as().map_err(|e| HandlerError::invalid("charge", e))?;
+    let c: Charge = event
+        .object_as()
+        .map_err(|e| HandlerError::invalid("charge", e))?;
     // Same-second snapshots: more refunded is later.
     if !ordering::claim(tx, "charge", &c.id, event, c.amount_refunded, false).await? {
         return Ok(Applied::note(ordering::stale_note(&c.id)));
@@ -77,7 +79,11 @@ pub async fn changed(tx: &Transaction<'_>, event: &EventEnvelope) -> Result<Appl
     // the foreign key needs is created as `processing`; the intent's own events (or checkout)
     // bring its real status together with the price, which the voucher needs.
     let intent = c.payment_intent.as_deref().unwrap_or(&c.id);
-    let placeholder_status = if c.payment_intent.is_none() && status == "succeeded" { "succeeded" } else { "processing" };
+    let placeholder_status = if c.payment_intent.is_none() && status == "succeeded" {
+        "succeeded"
+    } else {
+        "processing"
+    };
     if let Some(user) = user_id {
         provision::ensure_customer_row(tx, user).await?;
     }
@@ -85,7 +91,15 @@ pub async fn changed(tx: &Transaction<'_>, event: &EventEnvelope) -> Result<Appl
     let intent_row: uuid::Uuid = tx
         .query_one(
             &stmt,
-            &[&intent, &placeholder_status, &c.amount, &currency, &user_id, &c.receipt_email, &c.customer],
+            &[
+                &intent,
+                &placeholder_status,
+                &c.amount,
+                &currency,
+                &user_id,
+                &c.receipt_email,
+                &c.customer,
+            ],
         )
         .await?
         .get(0);
@@ -107,11 +121,17 @@ pub async fn changed(tx: &Transaction<'_>, event: &EventEnvelope) -> Result<Appl
     )
     .await?;
     if event.event_type == "charge.refunded" {
-        let before = event.previous_attributes_as::<PreviousRefund>().amount_refunded.unwrap_or(0);
+        let before = event
+            .previous_attributes_as::<PreviousRefund>()
+            .amount_refunded
+            .unwrap_or(0);
         let refunded_now = (c.amount_refunded - before).max(0);
         let meta = json!({ "charge": c.id, "payment_intent": intent, "customer": c.customer,
                            "amount_refunded_total": c.amount_refunded, "full_refund": c.amount_refunded >= c.amount });
         billing::record(tx, event, user_id, -refunded_now, currency, meta).await?;
     }
-    Ok(Applied { user_id, ..Applied::default() })
+    Ok(Applied {
+        user_id,
+        ..Applied::default()
+    })
 }

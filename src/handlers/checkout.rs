@@ -49,7 +49,10 @@ impl Session {
     /// Async methods (bank debits) complete the session unpaid; provisioning waits for
     /// checkout.session.async_payment_succeeded.
     fn is_paid(&self) -> bool {
-        matches!(self.payment_status.as_deref(), Some("paid" | "no_payment_required"))
+        matches!(
+            self.payment_status.as_deref(),
+            Some("paid" | "no_payment_required")
+        )
     }
 }
 
@@ -60,16 +63,25 @@ pub async fn prepare(
     client: &impl deadpool_postgres::GenericClient,
     event: &EventEnvelope,
 ) -> Result<Prepared, HandlerError> {
-    let s: Session = event.object_as().map_err(|e| HandlerError::invalid("checkout session", e))?;
+    let s: Session = event
+        .object_as()
+        .map_err(|e| HandlerError::invalid("checkout session", e))?;
     if !s.is_paid() {
         return Ok(Prepared::default());
     }
     let details = s.customer_details.unwrap_or_default();
     let mut name = details.name.filter(|n| !n.trim().is_empty());
-    let mut email = details.email.as_deref().or(s.customer_email.as_deref()).and_then(Email::parse);
+    let mut email = details
+        .email
+        .as_deref()
+        .or(s.customer_email.as_deref())
+        .and_then(Email::parse);
     if email.is_none() {
         let Some(customer) = &s.customer else {
-            return Err(HandlerError::invalid("checkout session", "no buyer email and no customer"));
+            return Err(HandlerError::invalid(
+                "checkout session",
+                "no buyer email and no customer",
+            ));
         };
         let Some(api) = &ctx.stripe else {
             return Err(HandlerError::NotYet(format!(
@@ -77,16 +89,28 @@ pub async fn prepare(
                 s.id
             )));
         };
-        let contact = api.customer(customer).await.map_err(|e| HandlerError::External(e.to_string()))?;
+        let contact = api
+            .customer(customer)
+            .await
+            .map_err(|e| HandlerError::External(e.to_string()))?;
         email = contact.email.as_deref().and_then(Email::parse);
         name = name.or(contact.name);
         if email.is_none() {
-            return Err(HandlerError::NotYet(format!("Stripe customer {customer} has no email")));
+            return Err(HandlerError::NotYet(format!(
+                "Stripe customer {customer} has no email"
+            )));
         }
     }
-    let buyer = Buyer { email: email.expect("checked above"), name, stripe_customer: s.customer.clone() };
+    let buyer = Buyer {
+        email: email.expect("checked above"),
+        name,
+        stripe_customer: s.customer.clone(),
+    };
     let auth_user = provision::prepare_auth_user(ctx, client, &buyer).await?;
-    Ok(Prepared { buyer: Some(buyer), auth_user })
+    Ok(Prepared {
+        buyer: Some(buyer),
+        auth_user,
+    })
 }
 
 pub async fn completed(
@@ -94,7 +118,9 @@ pub async fn completed(
     event: &EventEnvelope,
     prepared: &Prepared,
 ) -> Result<Applied, HandlerError> {
-    let s: Session = event.object_as().map_err(|e| HandlerError::invalid("checkout session", e))?;
+    let s: Session = event
+        .object_as()
+        .map_err(|e| HandlerError::invalid("checkout session", e))?;
     if !s.is_paid() {
         return Ok(Applied::note(format!(
             "session {} is {}: provisioning waits for the payment",
@@ -107,7 +133,10 @@ pub async fn completed(
         .as_ref()
         .ok_or_else(|| HandlerError::NotYet("buyer not resolved".into()))?;
     let user_id = provision::provision(tx, buyer, prepared.auth_user).await?;
-    let mut applied = Applied { user_id: Some(user_id), ..Applied::default() };
+    let mut applied = Applied {
+        user_id: Some(user_id),
+        ..Applied::default()
+    };
     match s.mode.as_deref() {
         Some("payment") | None => {
             // A session with nothing to pay has no payment intent; it is keyed by the session.
@@ -134,7 +163,12 @@ pub async fn completed(
                 super::subscription::link_to_user(tx, sub, user_id).await?;
             }
         }
-        Some(other) => applied.note = Some(format!("mode {other}: buyer provisioned, nothing bought")),
+        Some(other) => {
+            applied.note = Some(format!("mode {other}: buyer provisioned, nothing bought"))
+        }
+    }
+    if let Some(customer) = &s.customer {
+        provision::link_customer(tx, user_id, customer, Some(&buyer.email)).await?;
     }
     Ok(applied)
 }

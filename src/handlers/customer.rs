@@ -33,14 +33,19 @@ const UNLINK: [&str; 2] = [
 ];
 
 pub async fn changed(tx: &Transaction<'_>, event: &EventEnvelope) -> Result<Applied, HandlerError> {
-    let c: Customer = event.object_as().map_err(|e| HandlerError::invalid("customer", e))?;
+    let c: Customer = event
+        .object_as()
+        .map_err(|e| HandlerError::invalid("customer", e))?;
     let deleted = event.event_type == "customer.deleted";
     if !ordering::claim(tx, "customer", &c.id, event, 0, deleted).await? {
         return Ok(Applied::note(ordering::stale_note(&c.id)));
     }
     let user_id = provision::resolve_customer(tx, Some(&c.id)).await?;
     let Some(user) = user_id else {
-        return Ok(Applied::note(format!("customer {} is not mapped to a user", c.id)));
+        return Ok(Applied::note(format!(
+            "customer {} is not mapped to a user",
+            c.id
+        )));
     };
     if deleted {
         // The mapping goes; the user, their account, payments and vouchers stay.
@@ -48,13 +53,23 @@ pub async fn changed(tx: &Transaction<'_>, event: &EventEnvelope) -> Result<Appl
             let stmt = tx.prepare_cached(sql).await?;
             tx.execute(&stmt, &[&c.id]).await?;
         }
-        return Ok(Applied { user_id, ..Applied::default() });
+        return Ok(Applied {
+            user_id,
+            ..Applied::default()
+        });
     }
-    let email = c.email.as_deref().and_then(Email::parse).map(|e| e.as_str().to_owned());
+    let email = c
+        .email
+        .as_deref()
+        .and_then(Email::parse)
+        .map(|e| e.as_str().to_owned());
     let name = c.name.filter(|n| !n.trim().is_empty());
     let stmt = tx.prepare_cached(UPDATE_PROFILE).await?;
     tx.execute(&stmt, &[&user, &email, &name]).await?;
     let stmt = tx.prepare_cached(UPDATE_LINK_EMAIL).await?;
     tx.execute(&stmt, &[&c.id, &email]).await?;
-    Ok(Applied { user_id, ..Applied::default() })
+    Ok(Applied {
+        user_id,
+        ..Applied::default()
+    })
 }

@@ -14,8 +14,8 @@ mod payment_intent;
 mod payment_method;
 mod subscription;
 
-use deadpool_postgres::Transaction;
 use deadpool_postgres::GenericClient;
+use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
 use crate::envelope::EventEnvelope;
@@ -47,7 +47,9 @@ pub fn route(event_type: &str) -> Option<Handler> {
     Some(match event_type {
         "product.created" | "product.updated" | "product.deleted" => Handler::Product,
         "price.created" | "price.updated" | "price.deleted" => Handler::Price,
-        "checkout.session.completed" | "checkout.session.async_payment_succeeded" => Handler::CheckoutCompleted,
+        "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
+            Handler::CheckoutCompleted
+        }
         "payment_intent.succeeded"
         | "payment_intent.processing"
         | "payment_intent.payment_failed"

@@ -83,7 +83,10 @@ set status = case when payment_intents.status in ('succeeded', 'canceled')
     price_id = coalesce(payment_intents.price_id, excluded.price_id)
 returning id";
 
-pub async fn upsert(tx: &Transaction<'_>, f: &IntentFacts<'_>) -> Result<Uuid, tokio_postgres::Error> {
+pub async fn upsert(
+    tx: &Transaction<'_>,
+    f: &IntentFacts<'_>,
+) -> Result<Uuid, tokio_postgres::Error> {
     if let Some(user) = f.user_id {
         provision::ensure_customer_row(tx, user).await?;
     }
@@ -91,7 +94,16 @@ pub async fn upsert(tx: &Transaction<'_>, f: &IntentFacts<'_>) -> Result<Uuid, t
     let row = tx
         .query_one(
             &stmt,
-            &[&f.stripe_id, &f.status, &f.amount, &f.currency, &f.user_id, &f.receipt_email, &f.stripe_customer, &f.price_id],
+            &[
+                &f.stripe_id,
+                &f.status,
+                &f.amount,
+                &f.currency,
+                &f.user_id,
+                &f.receipt_email,
+                &f.stripe_customer,
+                &f.price_id,
+            ],
         )
         .await?;
     Ok(row.get(0))
@@ -104,9 +116,13 @@ pub async fn prepare(
     client: &impl deadpool_postgres::GenericClient,
     event: &EventEnvelope,
 ) -> Result<Prepared, HandlerError> {
-    let pi: Intent = event.object_as().map_err(|e| HandlerError::invalid("payment intent", e))?;
+    let pi: Intent = event
+        .object_as()
+        .map_err(|e| HandlerError::invalid("payment intent", e))?;
     if pi.status(&event.event_type) != "succeeded"
-        || provision::resolve_customer(client, pi.customer.as_deref()).await?.is_some()
+        || provision::resolve_customer(client, pi.customer.as_deref())
+            .await?
+            .is_some()
     {
         return Ok(Prepared::default());
     }
@@ -114,16 +130,28 @@ pub async fn prepare(
     let mut name = None;
     if email.is_none() {
         if let (Some(customer), Some(api)) = (&pi.customer, &ctx.stripe) {
-            let contact = api.customer(customer).await.map_err(|e| HandlerError::External(e.to_string()))?;
+            let contact = api
+                .customer(customer)
+                .await
+                .map_err(|e| HandlerError::External(e.to_string()))?;
             email = contact.email.as_deref().and_then(Email::parse);
             name = contact.name;
         }
     }
     // Without an address the intent is stored unlinked; its checkout session links it.
-    let Some(email) = email else { return Ok(Prepared::default()) };
-    let buyer = Buyer { email, name, stripe_customer: pi.customer.clone() };
+    let Some(email) = email else {
+        return Ok(Prepared::default());
+    };
+    let buyer = Buyer {
+        email,
+        name,
+        stripe_customer: pi.customer.clone(),
+    };
     let auth_user = provision::prepare_auth_user(ctx, client, &buyer).await?;
-    Ok(Prepared { buyer: Some(buyer), auth_user })
+    Ok(Prepared {
+        buyer: Some(buyer),
+        auth_user,
+    })
 }
 
 pub async fn changed(
@@ -131,9 +159,20 @@ pub async fn changed(
     event: &EventEnvelope,
     prepared: &Prepared,
 ) -> Result<Applied, HandlerError> {
-    let pi: Intent = event.object_as().map_err(|e| HandlerError::invalid("payment intent", e))?;
+    let pi: Intent = event
+        .object_as()
+        .map_err(|e| HandlerError::invalid("payment intent", e))?;
     let status = pi.status(&event.event_type).to_owned();
-    if !ordering::claim(tx, "payment_intent", &pi.id, event, status_rank(&status), false).await? {
+    if !ordering::claim(
+        tx,
+        "payment_intent",
+        &pi.id,
+        event,
+        status_rank(&status),
+        false,
+    )
+    .await?
+    {
         return Ok(Applied::note(ordering::stale_note(&pi.id)));
     }
     let user_id = match provision::resolve_customer(tx, pi.customer.as_deref()).await? {
@@ -144,7 +183,11 @@ pub async fn changed(
         },
     };
     let currency = pi.currency.as_deref().unwrap_or("usd");
-    let amount = if status == "succeeded" { pi.amount_received.or(pi.amount) } else { pi.amount };
+    // 2020-era fixtures show succeeded intents with amount_received 0: fall back to amount.
+    let amount = match pi.amount_received {
+        Some(received) if status == "succeeded" && received > 0 => Some(received),
+        _ => pi.amount,
+    };
     upsert(
         tx,
         &IntentFacts {
@@ -163,6 +206,15 @@ pub async fn changed(
         let meta = json!({ "payment_intent": pi.id, "customer": pi.customer });
         billing::record(tx, event, user_id, amount.unwrap_or(0), currency, meta).await?;
     }
-    let note = user_id.is_none().then(|| "buyer not known yet: stored unlinked".to_owned());
-    Ok(Applied { user_id, note, ..Applied::default() })
+    if let (Some(buyer), Some(user), Some(customer)) = (&prepared.buyer, user_id, &pi.customer) {
+        provision::link_customer(tx, user, customer, Some(&buyer.email)).await?;
+    }
+    let note = user_id
+        .is_none()
+        .then(|| "buyer not known yet: stored unlinked".to_owned());
+    Ok(Applied {
+        user_id,
+        note,
+        ..Applied::default()
+    })
 }

@@ -69,7 +69,9 @@ set type = excluded.type, last_four = excluded.last_four, exp_month = excluded.e
 const REMOVE: &str = "delete from public.payment_methods where stripe_payment_method_id = $1";
 
 pub async fn changed(tx: &Transaction<'_>, event: &EventEnvelope) -> Result<Applied, HandlerError> {
-    let pm: PaymentMethod = event.object_as().map_err(|e| HandlerError::invalid("payment method", e))?;
+    let pm: PaymentMethod = event
+        .object_as()
+        .map_err(|e| HandlerError::invalid("payment method", e))?;
     // Stripe never re-attaches a detached payment method: deletion wins.
     let detached = event.event_type == "payment_method.detached";
     if !ordering::claim(tx, "payment_method", &pm.id, event, 0, detached).await? {
@@ -99,6 +101,11 @@ pub async fn changed(tx: &Transaction<'_>, event: &EventEnvelope) -> Result<Appl
         ],
     )
     .await?;
-    let note = (user_id.is_none() && pm.customer.is_some()).then(|| "customer not mapped yet: stored unlinked".to_owned());
-    Ok(Applied { user_id, note, ..Applied::default() })
+    let note = (user_id.is_none() && pm.customer.is_some())
+        .then(|| "customer not mapped yet: stored unlinked".to_owned());
+    Ok(Applied {
+        user_id,
+        note,
+        ..Applied::default()
+    })
 }

@@ -260,8 +260,14 @@ impl Pipeline {
     }
 
     /// The handler for an event, or why there is none (the event is then `ignored`).
-    fn handler_for(&self, envelope: &EventEnvelope) -> Result<handlers::Handler, Option<&'static str>> {
-        if self.livemode.is_some_and(|expected| envelope.livemode != expected) {
+    fn handler_for(
+        &self,
+        envelope: &EventEnvelope,
+    ) -> Result<handlers::Handler, Option<&'static str>> {
+        if self
+            .livemode
+            .is_some_and(|expected| envelope.livemode != expected)
+        {
             return Err(Some("livemode does not match STRIPE_LIVEMODE"));
         }
         if envelope.is_thin() {
@@ -336,7 +342,10 @@ impl Pipeline {
     }
 
     /// Processes one row the retrier or `replay` claimed (status `processing`, locked by us).
-    pub async fn process_claimed(&self, row_id: Uuid) -> Result<Option<(EventEnvelope, Attempt)>, IngestError> {
+    pub async fn process_claimed(
+        &self,
+        row_id: Uuid,
+    ) -> Result<Option<(EventEnvelope, Attempt)>, IngestError> {
         let mut client = self.pool.get().await?;
         let stmt = client.prepare_cached(sql::READ_CLAIMED).await?;
         let Some(row) = client.query_opt(&stmt, &[&row_id, &self.worker_id]).await? else {
@@ -349,7 +358,17 @@ impl Pipeline {
                 // Stored rows always parsed once; one edited by hand may not.
                 let stmt = client.prepare_cached(sql::MARK_FAILED).await?;
                 let msg = format!("stored event_data does not parse: {e}");
-                client.execute(&stmt, &[&row_id, &Status::Dead.as_str(), &msg, &None::<DateTime<Utc>>]).await?;
+                client
+                    .execute(
+                        &stmt,
+                        &[
+                            &row_id,
+                            &Status::Dead.as_str(),
+                            &msg,
+                            &None::<DateTime<Utc>>,
+                        ],
+                    )
+                    .await?;
                 return Ok(None);
             }
         };
@@ -362,7 +381,15 @@ impl Pipeline {
         };
         let retry_count: i32 = row.get(0);
         let attempt = self
-            .attempt(&mut tx, &envelope, &Claimed { row_id, retry_count }, prepared)
+            .attempt(
+                &mut tx,
+                &envelope,
+                &Claimed {
+                    row_id,
+                    retry_count,
+                },
+                prepared,
+            )
             .await?;
         tx.commit().await?;
         self.record(&envelope, &attempt);

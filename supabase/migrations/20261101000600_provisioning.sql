@@ -440,6 +440,59 @@ create or replace trigger trigger_issue_voucher_for_payment_intent
   after insert or update of status, customer_id, price_id on public.payment_intents
   for each row execute function public.issue_voucher_for_payment_intent();
 
+-- A returning buyer's payment_intent.succeeded (without price metadata) may arrive before
+-- the checkout session that names the price: the voucher was then issued with the default
+-- duration. When the price arrives, the duration (and a redeemed voucher's expiry) follow.
+create or replace function public.adjust_voucher_on_late_price()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_price_meta jsonb;
+  v_price_type text;
+  v_product_meta jsonb;
+  v_months integer;
+  v record;
+begin
+  if old.price_id is not null or new.price_id is null then
+    return null;
+  end if;
+  select p.metadata, p.type, pr.metadata
+    into v_price_meta, v_price_type, v_product_meta
+    from public.prices p
+    left join public.products pr on pr.id = p.product_id
+   where p.id = new.price_id;
+  if v_price_type = 'recurring' then
+    return null;
+  end if;
+  v_months := coalesce(public.metadata_months(v_price_meta ->> 'duration_months'),
+                       public.metadata_months(v_product_meta ->> 'duration_months'),
+                       1);
+  for v in
+    select vo.id, vo.duration_months, vo.is_used, vo.associated_account
+      from public.vouchers vo
+     where vo.payment_intent_id = new.id and vo.status = 'active' and not vo.legacy_duplicate
+       and vo.duration_months <> v_months
+       for update
+  loop
+    update public.vouchers set duration_months = v_months, updated_by = 'stripe-worker'
+     where id = v.id;
+    if v.is_used and v.associated_account is not null then
+      perform public.shift_account_expiry(v.associated_account, v_months - v.duration_months);
+    end if;
+  end loop;
+  return null;
+end
+$$;
+
+-- Fires before trigger_issue_voucher_for_payment_intent (triggers run in name order), so an
+-- update that brings customer and price together issues the right voucher at once.
+create or replace trigger trigger_adjust_voucher_on_late_price
+  after update of price_id on public.payment_intents
+  for each row execute function public.adjust_voucher_on_late_price();
+
 -- ---------------------------------------------------------------------------------------
 -- 6. Full refund: the intent's vouchers are revoked and redeemed time is taken back.
 create or replace function public.revoke_voucher_on_full_refund()
@@ -558,6 +611,7 @@ revoke all on function public.generate_account_number() from public, anon, authe
 revoke all on function public.generate_voucher_code() from public, anon, authenticated;
 revoke all on function public.shift_account_expiry(text, integer) from public, anon, authenticated;
 revoke all on function public.issue_voucher_for_payment_intent() from public, anon, authenticated;
+revoke all on function public.adjust_voucher_on_late_price() from public, anon, authenticated;
 revoke all on function public.revoke_voucher_on_full_refund() from public, anon, authenticated;
 revoke all on function public.redeem_voucher(text) from public, anon;
 grant execute on function public.find_or_create_auth_user(text, text) to service_role;

@@ -246,7 +246,7 @@ declare
     'redeem_voucher', 'set_updated_at', 'update_voucher_updated_at', 'accounts_update_trigger',
     'update_sse_from_accounts', 'create_voucher_for_new_subscription',
     'update_voucher_on_subscription_change', 'issue_voucher_for_payment_intent',
-    'revoke_voucher_on_full_refund'];
+    'adjust_voucher_on_late_price', 'revoke_voucher_on_full_refund'];
 begin
   for f in
     select p.oid::regprocedure as sig, p.proname, p.prosecdef, p.proconfig,

@@ -413,7 +413,14 @@ async fn an_event_that_keeps_failing_ends_dead() {
 
 #[tokio::test]
 async fn a_redelivery_of_a_failed_event_retries_it_at_once() {
-    let app = spawn_app_with(fresh_db().await, &[("RETRY_BASE_DELAY_SECS", "3600")]).await;
+    let app = spawn_app_with(
+        fresh_db().await,
+        &[
+            ("RETRY_BASE_DELAY_SECS", "3600"),
+            ("RETRY_MAX_DELAY_SECS", "3600"),
+        ],
+    )
+    .await;
     app.sql.batch_execute(FAIL_PRODUCTS).await.unwrap();
     let (id, product) = (unique("evt"), unique("prod"));
     let ev = product_event(&id, &product);

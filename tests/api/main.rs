@@ -1,9 +1,11 @@
 //! Integration tests: the real application against a real PostgreSQL (see helpers.rs).
 
 mod catalog;
+mod fakes;
 mod health;
 mod helpers;
 mod ingest;
 mod migrate;
 mod processes;
+mod purchase;
 mod signature_vectors;
