@@ -152,6 +152,13 @@ const BACKFILL: [&str; 3] = [
     "update public.payment_methods set customer_id = $1 where stripe_customer_id = $2 and customer_id is null",
 ];
 
+/// Events that failed because this customer was not mapped (typically the subscription events
+/// Stripe sends before checkout.session.completed) need not wait out their backoff.
+const WAKE_WAITING: &str = "
+update public.stripe_webhook_events set next_attempt_at = now()
+where processing_status = 'failed' and next_attempt_at > now()
+  and event_data->'data'->'object'->>'customer' = $1";
+
 pub async fn link_customer(
     tx: &Transaction<'_>,
     user_id: Uuid,
@@ -168,5 +175,7 @@ pub async fn link_customer(
         let stmt = tx.prepare_cached(sql).await?;
         tx.execute(&stmt, &[&user_id, &stripe_customer_id]).await?;
     }
+    let stmt = tx.prepare_cached(WAKE_WAITING).await?;
+    tx.execute(&stmt, &[&stripe_customer_id]).await?;
     Ok(())
 }

@@ -24,28 +24,35 @@ fn decimals(currency: &str) -> i32 {
     }
 }
 
-/// `amount_minor` is signed: refunds are negative.
+/// One billing history row. `amount_minor` is signed (refunds are negative); `external_id`
+/// is the event id, or the invoice id where two event types report one payment.
+pub struct Entry<'a> {
+    pub user_id: Option<Uuid>,
+    pub amount_minor: Option<i64>,
+    pub currency: Option<&'a str>,
+    pub external_id: &'a str,
+    pub metadata: Value,
+}
+
 pub async fn record(
     tx: &Transaction<'_>,
     event: &EventEnvelope,
-    user_id: Option<Uuid>,
-    amount_minor: i64,
-    currency: &str,
-    metadata: Value,
+    entry: Entry<'_>,
 ) -> Result<(), tokio_postgres::Error> {
-    let currency = currency.to_ascii_lowercase();
+    let currency = entry.currency.map(str::to_ascii_lowercase);
+    let decimals = currency.as_deref().map_or(2, decimals);
     let stmt = tx.prepare_cached(INSERT).await?;
     tx.execute(
         &stmt,
         &[
             &format!("stripe.{}", event.event_type),
-            &user_id,
-            &amount_minor,
-            &decimals(&currency),
+            &entry.user_id,
+            &entry.amount_minor,
+            &decimals,
             &currency,
             &event.created,
-            &event.id,
-            &metadata,
+            &entry.external_id,
+            &entry.metadata,
         ],
     )
     .await?;

@@ -128,7 +128,14 @@ pub async fn changed(tx: &Transaction<'_>, event: &EventEnvelope) -> Result<Appl
         let refunded_now = (c.amount_refunded - before).max(0);
         let meta = json!({ "charge": c.id, "payment_intent": intent, "customer": c.customer,
                            "amount_refunded_total": c.amount_refunded, "full_refund": c.amount_refunded >= c.amount });
-        billing::record(tx, event, user_id, -refunded_now, currency, meta).await?;
+        let entry = billing::Entry {
+            user_id,
+            amount_minor: Some(-refunded_now),
+            currency: Some(currency),
+            external_id: &event.id,
+            metadata: meta,
+        };
+        billing::record(tx, event, entry).await?;
     }
     Ok(Applied {
         user_id,

@@ -8,6 +8,7 @@ mod catalog;
 mod charge;
 mod checkout;
 mod customer;
+mod invoice;
 pub mod object;
 mod ordering;
 mod payment_intent;
@@ -39,6 +40,8 @@ pub enum Handler {
     Charge,
     PaymentMethod,
     Customer,
+    Subscription,
+    Invoice,
 }
 
 /// Event type -> handler. Types not listed are recorded and `ignored` (answered 200), never
@@ -60,6 +63,14 @@ pub fn route(event_type: &str) -> Option<Handler> {
         | "payment_method.automatically_updated"
         | "payment_method.detached" => Handler::PaymentMethod,
         "customer.created" | "customer.updated" | "customer.deleted" => Handler::Customer,
+        "customer.subscription.created"
+        | "customer.subscription.updated"
+        | "customer.subscription.deleted"
+        | "customer.subscription.paused"
+        | "customer.subscription.resumed"
+        | "customer.subscription.pending_update_applied"
+        | "customer.subscription.trial_will_end" => Handler::Subscription,
+        "invoice.paid" | "invoice.payment_succeeded" | "invoice.payment_failed" => Handler::Invoice,
         _ => return None,
     })
 }
@@ -83,6 +94,7 @@ pub async fn prepare(
     match handler {
         Handler::CheckoutCompleted => checkout::prepare(ctx, client, event).await,
         Handler::PaymentIntent => payment_intent::prepare(ctx, client, event).await,
+        Handler::Subscription => subscription::prepare(ctx, client, event).await,
         _ => Ok(Prepared::default()),
     }
 }
@@ -101,6 +113,8 @@ pub async fn run(
         Handler::Charge => charge::changed(tx, event).await,
         Handler::PaymentMethod => payment_method::changed(tx, event).await,
         Handler::Customer => customer::changed(tx, event).await,
+        Handler::Subscription => subscription::changed(tx, event, prepared).await,
+        Handler::Invoice => invoice::changed(tx, event).await,
     }
 }
 

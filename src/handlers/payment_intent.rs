@@ -204,7 +204,14 @@ pub async fn changed(
     .await?;
     if status == "succeeded" {
         let meta = json!({ "payment_intent": pi.id, "customer": pi.customer });
-        billing::record(tx, event, user_id, amount.unwrap_or(0), currency, meta).await?;
+        let entry = billing::Entry {
+            user_id,
+            amount_minor: amount,
+            currency: Some(currency),
+            external_id: &event.id,
+            metadata: meta,
+        };
+        billing::record(tx, event, entry).await?;
     }
     if let (Some(buyer), Some(user), Some(customer)) = (&prepared.buyer, user_id, &pi.customer) {
         provision::link_customer(tx, user, customer, Some(&buyer.email)).await?;

@@ -29,8 +29,20 @@ $$;
 -- active / trialing: one voucher per billing period, redeemed at once; the account's expiry
 -- covers the paid period end and never moves backwards. A renewal (new current_period_start)
 -- adds exactly one voucher; replays and unrelated updates add nothing.
-create or replace function public.create_voucher_for_new_subscription()
-returns trigger
+-- One voucher per paid billing period, redeemed at once: the account's expiry covers the
+-- period end (never moves backwards). Idempotent: (subscription_id, period_start) is unique,
+-- so seed 002's two insert triggers, replays and renewals seen twice add nothing.
+-- Called by the trigger below and by the worker for a snapshot that arrived stale (a newer
+-- state is already applied) but shows a period paid: the periods a user paid for do not
+-- depend on the order Stripe delivered the events in.
+create or replace function public.record_subscription_period(
+  p_subscription_id text,
+  p_user_id uuid,
+  p_price_id text,
+  p_status text,
+  p_period_start timestamptz,
+  p_period_end timestamptz
+) returns void
 language plpgsql
 security definer
 set search_path = ''
@@ -41,17 +53,16 @@ declare
   v_voucher_id uuid;
   v_attempt integer := 0;
 begin
-  if new.status is null or new.status::text not in ('active', 'trialing') then
-    return null;
+  if p_status is null or p_status not in ('active', 'trialing') or p_period_start is null then
+    return;
   end if;
-  -- This period is served (a legacy duplicate counts too).
   if exists (select 1 from public.vouchers v
-              where v.subscription_id = new.id and v.period_start = new.current_period_start) then
-    return null;
+              where v.subscription_id = p_subscription_id and v.period_start = p_period_start) then
+    return;
   end if;
 
-  v_months := public.price_period_months(new.price_id);
-  v_account := public.ensure_account(new.user_id);
+  v_months := public.price_period_months(p_price_id);
+  v_account := public.ensure_account(p_user_id);
 
   loop
     v_attempt := v_attempt + 1;
@@ -59,33 +70,40 @@ begin
       (code, duration_months, is_used, used_at, associated_account, status, subscription_id,
        period_start, period_end, updated_by)
     values
-      (public.generate_voucher_code(), v_months, true, now(), v_account, 'active', new.id,
-       new.current_period_start, new.current_period_end, 'stripe-worker')
+      (public.generate_voucher_code(), v_months, true, now(), v_account, 'active', p_subscription_id,
+       p_period_start, p_period_end, 'stripe-worker')
     on conflict do nothing
     returning id into v_voucher_id;
     exit when v_voucher_id is not null;
-    -- the other insert trigger / a concurrent transaction served this period
     if exists (select 1 from public.vouchers v
-                where v.subscription_id = new.id and v.period_start = new.current_period_start) then
-      return null;
+                where v.subscription_id = p_subscription_id and v.period_start = p_period_start) then
+      return;
     end if;
     if v_attempt >= 20 then   -- otherwise only a code collision: draw again
-      raise exception 'create_voucher_for_new_subscription: could not allocate a voucher code' using errcode = '23505';
+      raise exception 'record_subscription_period: could not allocate a voucher code' using errcode = '23505';
     end if;
   end loop;
 
-  -- The expiry covers the paid period; greatest() ignores an empty/unparseable expiry.
   update public.accounts a
-     set expiry = public.format_expiry(greatest(public.account_expiry(a.expiry), new.current_period_end))
+     set expiry = public.format_expiry(greatest(public.account_expiry(a.expiry), p_period_end))
    where a.account_number = v_account
-     and (public.account_expiry(a.expiry) is null or public.account_expiry(a.expiry) < new.current_period_end);
+     and (public.account_expiry(a.expiry) is null or public.account_expiry(a.expiry) < p_period_end);
+end
+$$;
+
+create or replace function public.create_voucher_for_new_subscription()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  perform public.record_subscription_period(new.id, new.user_id, new.price_id, new.status::text,
+                                            new.current_period_start, new.current_period_end);
   return null;
 end
 $$;
 
--- Status changes. canceled / unpaid / incomplete_expired: the subscription's UNUSED vouchers
--- are canceled; used ones (paid time) and the account's expiry stay. Everything else
--- (past_due, paused, active/trialing again, cancel_at_period_end) changes nothing here.
 create or replace function public.update_voucher_on_subscription_change()
 returns trigger
 language plpgsql
@@ -106,4 +124,6 @@ end
 $$;
 
 revoke all on function public.create_voucher_for_new_subscription() from public, anon, authenticated;
+revoke all on function public.record_subscription_period(text, uuid, text, text, timestamptz, timestamptz)
+  from public, anon, authenticated;
 revoke all on function public.update_voucher_on_subscription_change() from public, anon, authenticated;

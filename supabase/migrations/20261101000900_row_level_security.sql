@@ -235,7 +235,7 @@ declare
   -- the worker's and the triggers' helpers (20261101000500/0600/0610 included): nothing the
   -- frontend calls. shift_account_expiry is SECURITY DEFINER and must never be callable.
   internal_names constant text[] := array[
-    'claim_object_version', 'find_or_create_auth_user', 'ensure_account',
+    'claim_object_version', 'find_or_create_auth_user', 'ensure_account', 'record_subscription_period',
     'generate_account_number', 'generate_voucher_code', 'shift_account_expiry',
     'format_expiry', 'add_months_utc', 'metadata_months', 'price_period_months',
     'handle_new_user', 'handle_user_email_change'];

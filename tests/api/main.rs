@@ -9,3 +9,4 @@ mod migrate;
 mod processes;
 mod purchase;
 mod signature_vectors;
+mod subscription;
