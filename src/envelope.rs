@@ -126,9 +126,50 @@ impl EventEnvelope {
     }
 }
 
+/// PostgreSQL's jsonb refuses the escape `\u0000`, which is valid JSON: such an event could
+/// never be stored and Stripe would redeliver it for days. After the signature is checked, the
+/// escape is replaced with U+FFFD (the replacement character), the only change ever made to a
+/// stored event.
+pub fn storable(raw: &str) -> std::borrow::Cow<'_, str> {
+    const NUL: &str = "\\u0000";
+    if !raw.contains(NUL) {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(at) = rest.find(NUL) {
+        // An escape only when the backslash run before `u0000` is odd (`\\u0000` is text).
+        let run = rest[..=at]
+            .bytes()
+            .rev()
+            .take_while(|b| *b == b'\\')
+            .count();
+        out.push_str(&rest[..at]);
+        out.push_str(if run % 2 == 1 { "\\ufffd" } else { NUL });
+        rest = &rest[at + NUL.len()..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_escapes_become_replacement_characters_and_nothing_else_changes() {
+        assert_eq!(
+            storable(r#"{"a":"x\u0000y\u0000"}"#),
+            r#"{"a":"x\ufffdy\ufffd"}"#
+        );
+        // An escaped backslash followed by the text u0000 is not an escape; three backslashes are.
+        assert_eq!(storable(r#"{"a":"\\u0000"}"#), r#"{"a":"\\u0000"}"#);
+        assert_eq!(storable(r#"{"a":"\\\u0000"}"#), r#"{"a":"\\\ufffd"}"#);
+        assert!(matches!(
+            storable(r#"{"a":"plain"}"#),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 
     #[test]
     fn a_classic_event_parses() {

@@ -99,7 +99,13 @@ async fn handle(
         tracing::warn!(outcome = "rejected", reason = e.reason(), "{e}");
         return error(StatusCode::BAD_REQUEST, e.to_string());
     }
-    let envelope = match EventEnvelope::parse(&body) {
+    // Everything after the signature reads the storable form (see `envelope::storable`).
+    let Ok(text) = std::str::from_utf8(&body) else {
+        metrics.delivery("rejected", "unparseable_body");
+        return error(StatusCode::BAD_REQUEST, "body is not UTF-8 JSON");
+    };
+    let raw = crate::envelope::storable(text);
+    let envelope = match EventEnvelope::parse(raw.as_bytes()) {
         Ok(envelope) => envelope,
         Err(e) => {
             metrics.delivery("rejected", "unparseable_body");
@@ -110,9 +116,7 @@ async fn handle(
     let span = tracing::Span::current();
     span.record("event_id", envelope.id.as_str());
     span.record("event_type", envelope.event_type.as_str());
-    // The body parsed as JSON, so it is UTF-8.
-    let raw = std::str::from_utf8(&body).expect("JSON bodies are UTF-8");
-    match state.pipeline.deliver(&envelope, raw, &request_id).await {
+    match state.pipeline.deliver(&envelope, &raw, &request_id).await {
         Ok(status) => {
             let label = match status {
                 crate::ingest::DeliveryStatus::Duplicate => "duplicate",

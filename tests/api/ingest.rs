@@ -515,10 +515,53 @@ async fn two_retriers_never_claim_the_same_row() {
     all.sort();
     all.dedup();
     assert_eq!(all.len(), 60, "a row was claimed twice");
+}
+
+#[tokio::test]
+async fn a_claimer_skips_rows_another_holds_without_waiting() {
+    let app = spawn_app_with(fresh_db().await, &[("RETRY_POLL_INTERVAL_SECS", "3600")]).await;
+    for _ in 0..30 {
+        let id = unique("evt");
+        app.sql
+            .execute(
+                "insert into stripe_webhook_events (stripe_event_id, event_type, event_data, processing_status, next_attempt_at, retry_count)
+                 values ($1, 'product.created', $2, 'failed', now() - interval '1 second', 1)",
+                &[&id, &product_event(&id, &unique("prod"))],
+            )
+            .await
+            .unwrap();
+    }
+    // Another worker is in the middle of 10 rows.
+    let mut holder = crate::helpers::connect(&app.db.url).await;
+    let tx = holder.transaction().await.unwrap();
+    let mut held: Vec<uuid::Uuid> = tx
+        .query(
+            "select id from stripe_webhook_events order by id limit 10 for update",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let first = pipeline_for(&app.db.url, "claimer-1")
+        .claim_due(100)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 20);
     assert!(
-        claims.iter().filter(|c| !c.is_empty()).count() >= 2,
-        "claims were shared"
+        first.iter().all(|id| !held.contains(id)),
+        "a held row was claimed"
     );
+    tx.commit().await.unwrap();
+    // Released: the next claimer gets exactly those 10 (the 20 are leased to claimer-1).
+    let mut second = pipeline_for(&app.db.url, "claimer-2")
+        .claim_due(100)
+        .await
+        .unwrap();
+    second.sort();
+    held.sort();
+    assert_eq!(second, held);
 }
 
 fn pipeline_for(db_url: &str, worker_id: &str) -> stripe_worker::ingest::Pipeline {
@@ -548,4 +591,27 @@ async fn the_livemode_guard_ignores_the_other_mode() {
     let mut live = product_event(&live_evt, &unique("prod"));
     live["livemode"] = json!(true);
     assert_eq!(app.post_event(&live).await.body["status"], "processed");
+}
+
+#[tokio::test]
+async fn a_signed_event_with_a_nul_escape_is_stored_not_bounced() {
+    let app = spawn_app().await;
+    let (id, product) = (unique("evt"), unique("prod"));
+    let body = format!(
+        r#"{{"id":"{id}","type":"product.created","created":{},"data":{{"object":{{"id":"{product}","name":"a\u0000b"}}}}}}"#,
+        chrono::Utc::now().timestamp()
+    );
+    let header = app
+        .secret
+        .sign(chrono::Utc::now().timestamp(), body.as_bytes());
+    let answer = app.post_raw(body.into_bytes(), Some(&header)).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(answer.body["status"], "processed");
+    let name: String = app
+        .sql
+        .query_one("select name from products where id = $1", &[&product])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "a\u{fffd}b");
 }
