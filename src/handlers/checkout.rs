@@ -89,10 +89,7 @@ pub async fn prepare(
                 s.id
             )));
         };
-        let contact = api
-            .customer(customer)
-            .await
-            .map_err(|e| HandlerError::External(e.to_string()))?;
+        let contact = api.customer(customer).await?;
         email = contact.email.as_deref().and_then(Email::parse);
         name = name.or(contact.name);
         if email.is_none() {
@@ -106,11 +103,7 @@ pub async fn prepare(
         name,
         stripe_customer: s.customer.clone(),
     };
-    let auth_user = provision::prepare_auth_user(ctx, client, &buyer).await?;
-    Ok(Prepared {
-        buyer: Some(buyer),
-        auth_user,
-    })
+    Prepared::for_buyer(ctx, client, buyer).await
 }
 
 pub async fn completed(

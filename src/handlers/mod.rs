@@ -84,6 +84,21 @@ pub struct Prepared {
     pub auth_user: Option<Uuid>,
 }
 
+impl Prepared {
+    /// A resolved buyer, with their auth user when Supabase Auth's admin API is configured.
+    pub async fn for_buyer(
+        ctx: &HandlerContext,
+        client: &impl GenericClient,
+        buyer: Buyer,
+    ) -> Result<Self, HandlerError> {
+        let auth_user = crate::provision::prepare_auth_user(ctx, client, &buyer).await?;
+        Ok(Self {
+            buyer: Some(buyer),
+            auth_user,
+        })
+    }
+}
+
 /// The part of a handler that may call Stripe or Supabase Auth; runs outside the transaction.
 pub async fn prepare(
     handler: Handler,
@@ -154,6 +169,12 @@ pub enum HandlerError {
     External(String),
     #[error("database error: {}", crate::db::describe(.0))]
     Database(#[from] tokio_postgres::Error),
+}
+
+impl From<crate::stripe_api::StripeApiError> for HandlerError {
+    fn from(e: crate::stripe_api::StripeApiError) -> Self {
+        Self::External(e.to_string())
+    }
 }
 
 impl HandlerError {

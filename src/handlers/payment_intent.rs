@@ -130,10 +130,7 @@ pub async fn prepare(
     let mut name = None;
     if email.is_none() {
         if let (Some(customer), Some(api)) = (&pi.customer, &ctx.stripe) {
-            let contact = api
-                .customer(customer)
-                .await
-                .map_err(|e| HandlerError::External(e.to_string()))?;
+            let contact = api.customer(customer).await?;
             email = contact.email.as_deref().and_then(Email::parse);
             name = contact.name;
         }
@@ -147,11 +144,7 @@ pub async fn prepare(
         name,
         stripe_customer: pi.customer.clone(),
     };
-    let auth_user = provision::prepare_auth_user(ctx, client, &buyer).await?;
-    Ok(Prepared {
-        buyer: Some(buyer),
-        auth_user,
-    })
+    Prepared::for_buyer(ctx, client, buyer).await
 }
 
 pub async fn changed(

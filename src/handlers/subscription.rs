@@ -265,10 +265,7 @@ pub async fn prepare(
     {
         return Ok(Prepared::default());
     }
-    let contact = api
-        .customer(customer)
-        .await
-        .map_err(|e| HandlerError::External(e.to_string()))?;
+    let contact = api.customer(customer).await?;
     let Some(email) = contact.email.as_deref().and_then(Email::parse) else {
         return Ok(Prepared::default());
     };
@@ -277,11 +274,7 @@ pub async fn prepare(
         name: contact.name,
         stripe_customer: Some(customer.clone()),
     };
-    let auth_user = provision::prepare_auth_user(ctx, client, &buyer).await?;
-    Ok(Prepared {
-        buyer: Some(buyer),
-        auth_user,
-    })
+    Prepared::for_buyer(ctx, client, buyer).await
 }
 
 pub async fn changed(

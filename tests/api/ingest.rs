@@ -485,17 +485,7 @@ async fn a_live_lease_is_respected() {
 #[tokio::test]
 async fn two_retriers_never_claim_the_same_row() {
     let app = spawn_app_with(fresh_db().await, &[("RETRY_POLL_INTERVAL_SECS", "3600")]).await;
-    for _ in 0..60 {
-        let id = unique("evt");
-        app.sql
-            .execute(
-                "insert into stripe_webhook_events (stripe_event_id, event_type, event_data, processing_status, next_attempt_at, retry_count)
-                 values ($1, 'product.created', $2, 'failed', now() - interval '1 second', 1)",
-                &[&id, &product_event(&id, &unique("prod"))],
-            )
-            .await
-            .unwrap();
-    }
+    insert_due_failed(&app, 60).await;
     let pipelines: Vec<_> = (0..4)
         .map(|i| pipeline_for(&app.db.url, &format!("claimer-{i}")))
         .collect();
@@ -520,17 +510,7 @@ async fn two_retriers_never_claim_the_same_row() {
 #[tokio::test]
 async fn a_claimer_skips_rows_another_holds_without_waiting() {
     let app = spawn_app_with(fresh_db().await, &[("RETRY_POLL_INTERVAL_SECS", "3600")]).await;
-    for _ in 0..30 {
-        let id = unique("evt");
-        app.sql
-            .execute(
-                "insert into stripe_webhook_events (stripe_event_id, event_type, event_data, processing_status, next_attempt_at, retry_count)
-                 values ($1, 'product.created', $2, 'failed', now() - interval '1 second', 1)",
-                &[&id, &product_event(&id, &unique("prod"))],
-            )
-            .await
-            .unwrap();
-    }
+    insert_due_failed(&app, 30).await;
     // Another worker is in the middle of 10 rows.
     let mut holder = crate::helpers::connect(&app.db.url).await;
     let tx = holder.transaction().await.unwrap();
@@ -562,6 +542,21 @@ async fn a_claimer_skips_rows_another_holds_without_waiting() {
     second.sort();
     held.sort();
     assert_eq!(second, held);
+}
+
+/// `n` failed events due for a retry, as the retrier finds them.
+async fn insert_due_failed(app: &crate::helpers::TestApp, n: usize) {
+    for _ in 0..n {
+        let id = unique("evt");
+        app.sql
+            .execute(
+                "insert into stripe_webhook_events (stripe_event_id, event_type, event_data, processing_status, next_attempt_at, retry_count)
+                 values ($1, 'product.created', $2, 'failed', now() - interval '1 second', 1)",
+                &[&id, &product_event(&id, &unique("prod"))],
+            )
+            .await
+            .unwrap();
+    }
 }
 
 fn pipeline_for(db_url: &str, worker_id: &str) -> stripe_worker::ingest::Pipeline {
