@@ -43,7 +43,16 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
             }
             m
         }
-        None => e.to_string(),
+        // Connection errors keep their cause (refused, timed out, TLS) in the source chain.
+        None => {
+            let mut m = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                m.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            m
+        }
     }
 }
 
@@ -55,7 +64,7 @@ pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
         .config
         .connect(options.tls)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot connect to the database: {}", describe(&e)))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "database connection closed");

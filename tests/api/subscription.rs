@@ -573,3 +573,54 @@ async fn a_change_of_price_records_old_and_new_tiers() {
         1
     );
 }
+
+#[tokio::test]
+async fn with_a_stripe_key_an_unmapped_subscription_customer_is_provisioned_directly() {
+    let sub = Sub::new();
+    let stripe = crate::fakes::stripe_customers(vec![(
+        &sub.customer,
+        Some(&sub.email),
+        Some("Sam From Api"),
+    )]);
+    let app = crate::helpers::spawn_app_with(
+        crate::helpers::fresh_db().await,
+        &[
+            ("STRIPE_SECRET_KEY", "sk_test_fake_key_123"),
+            ("STRIPE_API_BASE", &stripe.url),
+        ],
+    )
+    .await;
+    assert_eq!(ok(&app, &sub.lifecycle(Shape::Basil)[0]).await, "processed");
+    assert_eq!(
+        app.count(&format!(
+            "select count(*) from subscriptions s join public.users u on u.id = s.user_id
+             where s.id = '{}' and u.email = '{}' and u.full_name = 'Sam From Api'",
+            sub.id, sub.email
+        ))
+        .await,
+        1
+    );
+    assert_eq!(
+        app.count(&format!(
+            "select count(*) from vouchers where subscription_id = '{}'",
+            sub.id
+        ))
+        .await,
+        1
+    );
+    // The checkout that follows finds the same user through the customer mapping.
+    assert_eq!(ok(&app, &sub.checkout()).await, "processed");
+    assert_eq!(
+        app.count(&format!(
+            "select count(*) from auth.users where email = '{}'",
+            sub.email
+        ))
+        .await,
+        1
+    );
+    assert_eq!(
+        stripe.requests.lock().unwrap().len(),
+        1,
+        "the customer was looked up once"
+    );
+}
