@@ -5,5 +5,6 @@ mod health;
 mod helpers;
 mod ingest;
 mod migrate;
+mod operator;
 mod processes;
 mod signature_vectors;

@@ -1,0 +1,307 @@
+//! The operator commands (replay, backfill, trigger, status), called as library functions with
+//! a map of variables, and through the binary for exit codes.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+use stripe_worker::cli::replay::{self, ReplayArgs, StatusFilter};
+
+use crate::helpers::{base_env, event, fresh_db, spawn_app_with, unique, TestApp};
+
+const FAIL_PRODUCTS: &str = "
+create function fail_products() returns trigger language plpgsql as
+  $$ begin raise exception 'products are read-only today'; end $$;
+create trigger fail_products before insert or update on products for each row execute function fail_products();";
+
+/// Counts every write of a product (the effect of product.created).
+const EFFECT_LOG: &str = "
+create table effect_log (product_id text);
+create function log_effect() returns trigger language plpgsql as
+  $$ begin insert into effect_log values (new.id); return new; end $$;
+create trigger log_effect after insert or update on products for each row execute function log_effect();";
+
+fn product_event(event_id: &str, product_id: &str) -> Value {
+    event(
+        event_id,
+        "product.created",
+        json!({"id": product_id, "object": "product", "name": "Pro", "active": true,
+               "description": null, "images": [], "metadata": {"tier": "pro"}}),
+    )
+}
+
+pub fn cli_env(app: &TestApp) -> HashMap<String, String> {
+    let mut env = base_env(&app.db.url);
+    env.insert("WORKER_ID".into(), unique("operator"));
+    env
+}
+
+/// The app with a retrier that waits an hour before retrying (nothing races the test).
+async fn app_without_retries() -> TestApp {
+    spawn_app_with(
+        fresh_db().await,
+        &[
+            ("RETRY_BASE_DELAY_SECS", "3600"),
+            ("RETRY_MAX_DELAY_SECS", "3600"),
+        ],
+    )
+    .await
+}
+
+async fn replay_with(app: &TestApp, args: ReplayArgs) -> (replay::ReplaySummary, String) {
+    let mut out = Vec::new();
+    let summary = replay::run(&args, &cli_env(app), &mut out, false)
+        .await
+        .expect("replay runs");
+    (summary, String::from_utf8(out).unwrap())
+}
+
+async fn failed_product_events(app: &TestApp, n: usize) -> Vec<(String, String)> {
+    app.sql.batch_execute(FAIL_PRODUCTS).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let (id, product) = (unique("evt"), unique("prod"));
+        let answer = app.post_event(&product_event(&id, &product)).await;
+        assert_eq!(answer.body["status"], "failed");
+        ids.push((id, product));
+    }
+    ids
+}
+
+async fn effects(app: &TestApp, product: &str) -> i64 {
+    app.sql
+        .query_one(
+            "select count(*) from effect_log where product_id = $1",
+            &[&product],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn replay_turns_a_failed_event_into_processed_with_effects_applied_once() {
+    let app = app_without_retries().await;
+    app.sql.batch_execute(EFFECT_LOG).await.unwrap();
+    let events = failed_product_events(&app, 1).await;
+    let (id, product) = &events[0];
+
+    // Still broken: the replay fails again, reports the error and does not succeed.
+    let (summary, out) = replay_with(&app, ReplayArgs::default()).await;
+    assert_eq!((summary.failed, summary.processed), (1, 0), "{out}");
+    assert!(!summary.success());
+    assert!(
+        out.contains(&format!("{id} product.created failed -> failed  error: "))
+            && out.contains("products are read-only today"),
+        "{out}"
+    );
+    assert_eq!(
+        app.sql
+            .query_one(
+                "select retry_count from stripe_webhook_events where stripe_event_id = $1",
+                &[id]
+            )
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        2
+    );
+
+    // Fixed: the replay applies it, once.
+    app.sql
+        .batch_execute("drop trigger fail_products on products")
+        .await
+        .unwrap();
+    let (summary, out) = replay_with(&app, ReplayArgs::default()).await;
+    assert_eq!(summary.processed, 1, "{out}");
+    assert!(summary.success());
+    assert!(
+        out.contains(&format!("{id} product.created failed -> processed\n")),
+        "{out}"
+    );
+    assert!(
+        out.contains("replayed 1: processed 1, ignored 0, failed 0, dead 0, skipped 0"),
+        "{out}"
+    );
+    assert_eq!(app.event_status(id).await.as_deref(), Some("processed"));
+    let row = app
+        .sql
+        .query_one(
+            "select error_message, locked_by, next_attempt_at is null from stripe_webhook_events where stripe_event_id = $1",
+            &[id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<&str>>(0), None);
+    assert_eq!(row.get::<_, Option<&str>>(1), None);
+    assert!(row.get::<_, bool>(2));
+    assert_eq!(effects(&app, product).await, 1);
+
+    // Nothing failed any more: a second replay does nothing.
+    let (summary, out) = replay_with(&app, ReplayArgs::default()).await;
+    assert_eq!(summary.replayed(), 0, "{out}");
+    assert_eq!(effects(&app, product).await, 1);
+}
+
+#[tokio::test]
+async fn replay_dry_run_changes_nothing() {
+    let app = app_without_retries().await;
+    let events = failed_product_events(&app, 2).await;
+    app.sql
+        .batch_execute("drop trigger fail_products on products")
+        .await
+        .unwrap();
+    let snapshot = "select string_agg(row_to_json(e)::text, ',' order by stripe_event_id) from stripe_webhook_events e";
+    let before: String = app.sql.query_one(snapshot, &[]).await.unwrap().get(0);
+    let (summary, out) = replay_with(
+        &app,
+        ReplayArgs {
+            dry_run: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(summary.would_replay, 2, "{out}");
+    assert_eq!(summary.replayed(), 0);
+    for (id, _) in &events {
+        assert!(
+            out.contains(&format!("{id} product.created failed -> (would replay)")),
+            "{out}"
+        );
+    }
+    let after: String = app.sql.query_one(snapshot, &[]).await.unwrap().get(0);
+    assert_eq!(before, after);
+    assert_eq!(
+        app.count("select count(*) from products where name = 'Pro'")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn replay_and_a_running_worker_racing_on_failed_events_apply_each_once() {
+    let app = app_without_retries().await;
+    app.sql.batch_execute(EFFECT_LOG).await.unwrap();
+    let events = failed_product_events(&app, 24).await;
+    app.sql
+        .batch_execute("drop trigger fail_products on products")
+        .await
+        .unwrap();
+    // Due now for the worker's retrier (polling every 0.1 s) while the replay runs.
+    let (_, (summary, out)) = tokio::join!(
+        app.sql.execute(
+            "update stripe_webhook_events set next_attempt_at = now() where processing_status = 'failed'",
+            &[],
+        ),
+        replay_with(&app, ReplayArgs::default()),
+    );
+    assert_eq!(summary.failed + summary.dead, 0, "{out}");
+    for (id, _) in &events {
+        app.wait_for_status(id, "processed").await;
+    }
+    for (_, product) in &events {
+        assert_eq!(effects(&app, product).await, 1, "{product} applied twice");
+    }
+    assert_eq!(
+        app.count("select count(*) from stripe_webhook_events where retry_count <> 1")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn replay_of_a_processed_event_needs_force_and_reapplies_idempotently() {
+    let app = app_without_retries().await;
+    let (id, product) = (unique("evt"), unique("prod"));
+    assert_eq!(
+        app.post_event(&product_event(&id, &product)).await.body["status"],
+        "processed"
+    );
+    let row =
+        "select row_to_json(p)::jsonb - 'updated_at' - 'created_at' from products p where id = $1";
+    let before: Value = app.sql.query_one(row, &[&product]).await.unwrap().get(0);
+    let one = ReplayArgs {
+        event_ids: vec![id.clone()],
+        ..Default::default()
+    };
+    let (summary, out) = replay_with(&app, one.clone()).await;
+    assert_eq!((summary.replayed(), summary.skipped), (0, 1), "{out}");
+    assert!(summary.success(), "a no-op is not a failure");
+    assert!(
+        out.contains("already processed; --force replays it"),
+        "{out}"
+    );
+    let (summary, out) = replay_with(&app, ReplayArgs { force: true, ..one }).await;
+    assert_eq!(summary.processed, 1, "{out}");
+    assert!(
+        out.contains(&format!("{id} product.created processed -> processed")),
+        "{out}"
+    );
+    let after: Value = app.sql.query_one(row, &[&product]).await.unwrap().get(0);
+    assert_eq!(before, after);
+    assert_eq!(
+        app.count(&format!(
+            "select count(*) from products where id = '{product}'"
+        ))
+        .await,
+        1
+    );
+    // --status dead with --force still selects only dead events.
+    let (summary, _) = replay_with(
+        &app,
+        ReplayArgs {
+            status: Some(StatusFilter::Dead),
+            force: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(summary.replayed(), 0);
+}
+
+#[tokio::test]
+async fn the_replay_binary_exits_1_for_unknown_events_and_0_when_all_processed() {
+    let app = app_without_retries().await;
+    let events = failed_product_events(&app, 1).await;
+    app.sql
+        .batch_execute("drop trigger fail_products on products")
+        .await
+        .unwrap();
+    let missing = run_binary(&app, &["replay", "--event-id", "evt_does_not_exist"]).await;
+    assert_eq!(missing.0, Some(1), "{missing:?}");
+    assert!(
+        missing.1.contains("evt_does_not_exist not found"),
+        "{missing:?}"
+    );
+    let ok = run_binary(&app, &["replay", "--status", "failed"]).await;
+    assert_eq!(ok.0, Some(0), "{ok:?}");
+    assert!(ok.1.contains(&format!(
+        "{} product.created failed -> processed",
+        events[0].0
+    )));
+    assert!(!ok.1.contains(crate::helpers::SECRET) && !ok.2.contains(crate::helpers::SECRET));
+}
+
+/// Runs the real binary with the test environment; (exit code, stdout, stderr).
+pub async fn run_binary(app: &TestApp, args: &[&str]) -> (Option<i32>, String, String) {
+    run_binary_with(cli_env(app), args).await
+}
+
+pub async fn run_binary_with(
+    env: HashMap<String, String>,
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_stripe-worker"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .await
+        .expect("the binary runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
