@@ -6,6 +6,7 @@
 mod context;
 mod progress;
 pub mod replay;
+pub mod status;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -41,6 +42,7 @@ pub enum Command {
         platform: bool,
     },
     Replay(replay::ReplayArgs),
+    Status(status::StatusArgs),
 }
 
 /// Operator commands report on stdout; their logs (stderr) default to warnings and errors.
@@ -83,6 +85,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => {
             let summary = replay::run(&args, &source, &mut stdout, interactive).await?;
             Ok(exit_code(summary.success()))
+        }
+        Command::Status(args) => {
+            status::run(&args, &source, &mut stdout).await?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

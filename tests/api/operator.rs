@@ -305,3 +305,68 @@ pub async fn run_binary_with(
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+#[tokio::test]
+async fn status_json_reports_the_counts_the_queue_and_the_oldest_failures() {
+    let app = app_without_retries().await;
+    for _ in 0..2 {
+        let answer = app
+            .post_event(&product_event(&unique("evt"), &unique("prod")))
+            .await;
+        assert_eq!(answer.body["status"], "processed");
+    }
+    let answer = app
+        .post_event(&event(
+            &unique("evt"),
+            "issuing_card.created",
+            json!({"id": "ic_1"}),
+        ))
+        .await;
+    assert_eq!(answer.body["status"], "ignored");
+    let failed = failed_product_events(&app, 1).await;
+    let dead = unique("evt");
+    app.sql
+        .execute(
+            "insert into stripe_webhook_events (stripe_event_id, event_type, event_data, processing_status, retry_count, error_message, created_at)
+             values ($1, 'charge.refunded', '{}', 'dead', 12, 'invalid charge: missing field `id`', now() - interval '3 days')",
+            &[&dead],
+        )
+        .await
+        .unwrap();
+    let (code, stdout, stderr) = run_binary(&app, &["status", "--json"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("status --json prints JSON");
+    assert_eq!(
+        report["by_status_24h"],
+        json!({"pending": 0, "processing": 0, "processed": 2, "ignored": 1, "failed": 1, "dead": 0})
+    );
+    assert_eq!(report["by_status_7d"]["dead"], 1);
+    assert_eq!(report["retry_queue"]["due_now"], 0);
+    assert_eq!(report["retry_queue"]["later"], 1);
+    assert_eq!(report["retry_queue"]["dead_total"], 1);
+    assert_eq!(report["oldest_failed"][0]["event_id"], json!(failed[0].0));
+    assert!(report["oldest_failed"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("products are read-only today"));
+    assert_eq!(report["oldest_dead"][0]["event_id"], json!(dead));
+    let product_row = report["by_type"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["event_type"] == "product.created")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        product_row,
+        json!({"event_type": "product.created", "last_24h": 3, "last_7d": 3, "failed_or_dead_7d": 1})
+    );
+    // The human table says the same.
+    let (code, table, _) = run_binary(&app, &["status"]).await;
+    assert_eq!(code, Some(0));
+    assert!(table.contains("retry queue: 0 due now, 1 later"), "{table}");
+    assert!(
+        table.contains(&dead) && table.contains("invalid charge"),
+        "{table}"
+    );
+}
