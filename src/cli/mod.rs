@@ -7,6 +7,7 @@ mod context;
 mod progress;
 pub mod replay;
 pub mod status;
+pub mod trigger;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -43,6 +44,7 @@ pub enum Command {
     },
     Replay(replay::ReplayArgs),
     Status(status::StatusArgs),
+    Trigger(trigger::TriggerArgs),
 }
 
 /// Operator commands report on stdout; their logs (stderr) default to warnings and errors.
@@ -85,6 +87,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => {
             let summary = replay::run(&args, &source, &mut stdout, interactive).await?;
             Ok(exit_code(summary.success()))
+        }
+        Command::Trigger(args) => {
+            let answer = trigger::run(&args, &source, &mut stdout).await?;
+            Ok(exit_code(answer.is_success()))
         }
         Command::Status(args) => {
             status::run(&args, &source, &mut stdout).await?;

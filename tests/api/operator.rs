@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 use stripe_worker::cli::replay::{self, ReplayArgs, StatusFilter};
+use stripe_worker::cli::trigger;
 
 use crate::helpers::{base_env, event, fresh_db, spawn_app_with, unique, TestApp};
 
@@ -369,4 +370,121 @@ async fn status_json_reports_the_counts_the_queue_and_the_oldest_failures() {
         table.contains(&dead) && table.contains("invalid charge"),
         "{table}"
     );
+}
+
+async fn trigger(
+    app: &TestApp,
+    event_type: &str,
+    email: Option<&str>,
+) -> (trigger::TriggerAnswer, String) {
+    let args = trigger::TriggerArgs {
+        event_type: event_type.into(),
+        email: email.map(|e| stripe_worker::email::Email::parse(e).unwrap()),
+        url: Some(app.webhook_url()),
+        mode: Default::default(),
+    };
+    let mut out = Vec::new();
+    let answer = trigger::run(&args, &cli_env(app), &mut out)
+        .await
+        .expect("trigger runs");
+    (answer, String::from_utf8(out).unwrap())
+}
+
+#[tokio::test]
+async fn trigger_product_created_and_checkout_produce_processed_events() {
+    let app = app_without_retries().await;
+    let (answer, out) = trigger(&app, "product.created", None).await;
+    assert!(answer.is_success(), "{out}");
+    assert!(out.contains("HTTP 200"), "{out}");
+    assert_eq!(
+        app.event_status(&answer.event_id).await.as_deref(),
+        Some("processed")
+    );
+    assert_eq!(
+        app.count(&format!(
+            "select count(*) from products p join stripe_webhook_events e
+               on e.event_data->'data'->'object'->>'id' = p.id
+             where e.stripe_event_id = '{}' and p.name like 'Trigger product %'",
+            answer.event_id
+        ))
+        .await,
+        1
+    );
+
+    let email = format!("{}@example.com", unique("buyer"));
+    let (answer, out) = trigger(&app, "checkout.session.completed", Some(&email)).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer.body).unwrap()["status"],
+        "processed",
+        "{out}"
+    );
+    assert_eq!(
+        app.event_status(&answer.event_id).await.as_deref(),
+        Some("processed")
+    );
+    assert_eq!(
+        app.count(&format!(
+            "select count(*) from payment_intents pi join users u on u.id = pi.customer_id
+             where lower(u.email) = lower('{email}') and pi.status = 'succeeded'
+               and pi.price_id = 'price_demo_onetime' and pi.amount = 4900"
+        ))
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn trigger_accepts_every_supported_type_and_the_binary_reports_failures() {
+    let app = app_without_retries().await;
+    for t in stripe_worker::fixtures::SUPPORTED {
+        let (answer, out) = trigger(&app, t, None).await;
+        assert_eq!(answer.status, 200, "{t}: {out}");
+        assert!(
+            app.event_status(&answer.event_id).await.is_some(),
+            "{t} stored"
+        );
+    }
+    let ok = run_binary(
+        &app,
+        &["trigger", "price.created", "--url", &app.webhook_url()],
+    )
+    .await;
+    assert_eq!(ok.0, Some(0), "{ok:?}");
+    assert!(ok.1.contains("HTTP 200"), "{ok:?}");
+    // A secret the worker does not know: 400, exit 1, and no secret in any output.
+    let mut env = cli_env(&app);
+    env.insert(
+        "STRIPE_WEBHOOK_SECRET".into(),
+        "whsec_not_the_right_one".into(),
+    );
+    let bad = run_binary_with(
+        env,
+        &["trigger", "product.created", "--url", &app.webhook_url()],
+    )
+    .await;
+    assert_eq!(bad.0, Some(1), "{bad:?}");
+    assert!(bad.1.contains("HTTP 400"), "{bad:?}");
+    assert!(!format!("{bad:?}").contains("whsec_not_the_right_one"));
+    // Nobody listening: a clear error, exit 1.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = run_binary(
+        &app,
+        &[
+            "trigger",
+            "product.created",
+            "--url",
+            &format!("http://127.0.0.1:{closed}/webhooks/stripe"),
+        ],
+    )
+    .await;
+    assert_eq!(down.0, Some(1), "{down:?}");
+    assert!(down.2.contains("cannot POST"), "{down:?}");
+    // An unknown type lists the supported ones.
+    let unknown = run_binary(&app, &["trigger", "charge.exploded"]).await;
+    assert_ne!(unknown.0, Some(0));
+    assert!(unknown.2.contains("invoice.paid"), "{unknown:?}");
 }
