@@ -23,5 +23,6 @@ pub mod secret;
 pub mod signature;
 pub mod startup;
 pub mod stripe_api;
+pub mod stripe_events;
 pub mod supabase_auth;
 pub mod telemetry;

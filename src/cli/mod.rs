@@ -3,6 +3,7 @@
 //! trigger, status) live in their own modules; each has a `run` that tests call directly with
 //! a map of variables and a buffer for the output.
 
+pub mod backfill;
 mod context;
 mod progress;
 pub mod replay;
@@ -43,6 +44,7 @@ pub enum Command {
         platform: bool,
     },
     Replay(replay::ReplayArgs),
+    Backfill(backfill::BackfillArgs),
     Status(status::StatusArgs),
     Trigger(trigger::TriggerArgs),
 }
@@ -86,6 +88,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Replay(args) => {
             let summary = replay::run(&args, &source, &mut stdout, interactive).await?;
+            Ok(exit_code(summary.success()))
+        }
+        Command::Backfill(args) => {
+            let summary = backfill::run(&args, &source, &mut stdout, interactive).await?;
             Ok(exit_code(summary.success()))
         }
         Command::Trigger(args) => {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 use stripe_worker::cli::replay::{self, ReplayArgs, StatusFilter};
-use stripe_worker::cli::trigger;
+use stripe_worker::cli::{backfill, trigger};
 
 use crate::helpers::{base_env, event, fresh_db, spawn_app_with, unique, TestApp};
 
@@ -487,4 +487,165 @@ async fn trigger_accepts_every_supported_type_and_the_binary_reports_failures() 
     let unknown = run_binary(&app, &["trigger", "charge.exploded"]).await;
     assert_ne!(unknown.0, Some(0));
     assert!(unknown.2.contains("invoice.paid"), "{unknown:?}");
+}
+
+fn fixture(name: &str) -> Value {
+    let path = format!(
+        "{}/tests/fixtures/stripe-events-2020/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+async fn backfill_with(
+    app: &TestApp,
+    fake: &crate::fakes::Fake,
+    args: &backfill::BackfillArgs,
+) -> (backfill::BackfillSummary, String) {
+    let mut env = cli_env(app);
+    env.insert("STRIPE_SECRET_KEY".into(), "sk_test_backfill_key".into());
+    env.insert("STRIPE_API_BASE".into(), fake.url.clone());
+    let mut out = Vec::new();
+    let backoff = stripe_worker::stripe_events::RateLimitBackoff {
+        base: std::time::Duration::from_millis(50),
+        ..Default::default()
+    };
+    let summary = backfill::run_with(args, &env, &mut out, false, backoff)
+        .await
+        .expect("backfill runs");
+    (summary, String::from_utf8(out).unwrap())
+}
+
+#[tokio::test]
+async fn backfill_ingests_only_missing_events_oldest_first_survives_a_429_and_twice_is_a_no_op() {
+    let app = app_without_retries().await;
+    let now = chrono::Utc::now().timestamp();
+    let names = [
+        "product_created",
+        "product_updated",
+        "price_created",
+        "price_updated",
+        "plan_created",
+        "setup_intent_created",
+        "review_opened",
+        "credit_note_created",
+        "customer_tax_id_created",
+        "early_fraud_warning_created",
+    ];
+    let in_range: Vec<Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut e = fixture(name);
+            e["id"] = json!(unique("evt"));
+            e["created"] = json!(now - 3600 + i as i64 * 60);
+            e
+        })
+        .collect();
+    let mut too_old = fixture("product_created");
+    too_old["id"] = json!(unique("evt"));
+    too_old["created"] = json!(now - 10 * 86_400);
+    let mut too_new = fixture("product_created");
+    too_new["id"] = json!(unique("evt"));
+    too_new["created"] = json!(now - 60);
+    // Three of them arrived as webhooks.
+    let pre_stored = [1, 4, 7];
+    for i in pre_stored {
+        assert_eq!(app.post_event(&in_range[i]).await.status, 200);
+    }
+    let mut all = in_range.clone();
+    all.extend([too_old.clone(), too_new.clone()]);
+    // The second request (the second page) is rate limited once.
+    let fake = crate::fakes::stripe_events(all, Some(1));
+    let args = backfill::BackfillArgs {
+        since: chrono::DateTime::from_timestamp(now - 7200, 0).unwrap(),
+        until: Some(chrono::DateTime::from_timestamp(now - 120, 0).unwrap()),
+        page_size: 3,
+    };
+    let (summary, out) = backfill_with(&app, &fake, &args).await;
+    assert_eq!(
+        (
+            summary.listed,
+            summary.already_stored,
+            summary.ingested(),
+            summary.failed
+        ),
+        (10, 3, 7, 0),
+        "{out}"
+    );
+    assert_eq!(summary.rate_limited, 1, "{out}");
+    assert!(summary.success());
+    assert!(
+        out.contains("listed 10, already stored 3, ingested 7: processed "),
+        "{out}"
+    );
+    // The 429'd page was asked for again, the same way.
+    let log = fake.requests.lock().unwrap().clone();
+    assert_eq!(log[1].1, log[2].1, "{log:?}");
+    assert!(
+        log[0].1.contains("created%5Bgte%5D=") || log[0].1.contains("created[gte]="),
+        "{log:?}"
+    );
+
+    // Every in-range event is stored once, as Stripe sent it; out-of-range ones are not.
+    for e in &in_range {
+        let stored: Value = app
+            .sql
+            .query_one(
+                "select event_data from stripe_webhook_events where stripe_event_id = $1",
+                &[&e["id"].as_str().unwrap()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(&stored, e);
+    }
+    for e in [&too_old, &too_new] {
+        assert_eq!(app.event_status(e["id"].as_str().unwrap()).await, None);
+    }
+    // Ingested oldest first.
+    let order: Vec<String> = app
+        .sql
+        .query(
+            "select stripe_event_id from stripe_webhook_events where request_id like 'backfill:%' order by created_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let expected: Vec<String> = in_range
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !pre_stored.contains(i))
+        .map(|(_, e)| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(order, expected);
+    assert_eq!(
+        app.count("select count(*) from stripe_webhook_events where processing_status not in ('processed', 'ignored')")
+            .await,
+        0
+    );
+
+    // Again: nothing new.
+    let (summary, out) = backfill_with(&app, &fake, &args).await;
+    assert_eq!(
+        (summary.listed, summary.already_stored, summary.ingested()),
+        (10, 10, 0),
+        "{out}"
+    );
+    assert_eq!(
+        app.count("select count(*) from stripe_webhook_events")
+            .await,
+        10
+    );
+}
+
+#[tokio::test]
+async fn backfill_without_a_secret_key_is_a_clear_error() {
+    let app = app_without_retries().await;
+    let (code, stdout, stderr) = run_binary(&app, &["backfill", "--since", "2026-01-01"]).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("STRIPE_SECRET_KEY is required"), "{stderr}");
 }
