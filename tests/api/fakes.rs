@@ -36,17 +36,12 @@ fn start(
         .run();
     let handle = server.handle();
     tokio::spawn(server);
-    Fake {
-        url: format!("http://127.0.0.1:{port}"),
-        requests,
-        handle,
-    }
+    Fake { url: format!("http://127.0.0.1:{port}"), requests, handle }
 }
 
 /// Stripe's `GET /v1/customers/{id}` (the customer object as fixtures3.json has it).
 pub fn stripe_customers(customers: Vec<(&str, Option<&str>, Option<&str>)>) -> Fake {
-    let fixture: Value =
-        serde_json::from_str(include_str!("../fixtures/stripe-objects-current.json")).unwrap();
+    let fixture: Value = serde_json::from_str(include_str!("../fixtures/stripe-objects-current.json")).unwrap();
     let template = fixture["resources"]["customer"].clone();
     let known: Vec<Value> = customers
         .into_iter()
