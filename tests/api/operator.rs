@@ -649,3 +649,70 @@ async fn backfill_without_a_secret_key_is_a_clear_error() {
     assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert!(stderr.contains("STRIPE_SECRET_KEY is required"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_replay_script_passes_arguments_through_and_later_flags_override() {
+    let app = app_without_retries().await;
+    let failed = failed_product_events(&app, 1).await;
+    app.sql
+        .batch_execute("drop trigger fail_products on products")
+        .await
+        .unwrap();
+    let dead = unique("evt");
+    app.sql
+        .execute(
+            "insert into stripe_webhook_events (stripe_event_id, event_type, event_data, processing_status, retry_count, error_message)
+             values ($1, 'product.created', $2, 'dead', 12, 'products are read-only today')",
+            &[&dead, &product_event(&dead, &unique("prod"))],
+        )
+        .await
+        .unwrap();
+    let script = format!(
+        "{}/scripts/replay-failed-events.sh",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let run = |args: Vec<String>| {
+        let env = cli_env(&app);
+        let script = script.clone();
+        async move {
+            let output = tokio::process::Command::new("bash")
+                .arg(&script)
+                .args(&args)
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .envs(env)
+                .output()
+                .await
+                .unwrap();
+            (
+                output.status.code(),
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+            )
+        }
+    };
+    let (code, out) = run(vec!["--dry-run".into()]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&failed[0].0) && !out.contains(&dead), "{out}");
+    let (code, out) = run(vec!["--status".into(), "dead".into()]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("{dead} product.created dead -> processed")),
+        "{out}"
+    );
+    assert_eq!(
+        app.event_status(&failed[0].0).await.as_deref(),
+        Some("failed")
+    );
+    let (code, out) = run(vec![]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        app.event_status(&failed[0].0).await.as_deref(),
+        Some("processed")
+    );
+    let (code, help) = run(vec!["--help".into()]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        help.contains("--status dead") && help.contains("--dry-run"),
+        "{help}"
+    );
+}
