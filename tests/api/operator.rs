@@ -716,3 +716,96 @@ async fn the_replay_script_passes_arguments_through_and_later_flags_override() {
         "{help}"
     );
 }
+
+/// Runs `psql -f sql/ops/<file>` with `-v` variables; (exit code, stdout + stderr).
+async fn psql_ops(db_url: &str, file: &str, vars: &[(&str, &str)]) -> (Option<i32>, String) {
+    let psql = match std::env::var("TEST_PG_BINDIR") {
+        Ok(dir) => format!("{dir}/psql"),
+        Err(_) => "psql".to_owned(),
+    };
+    let mut cmd = tokio::process::Command::new(psql);
+    cmd.args(["-X", "-v", "ON_ERROR_STOP=1", "-d", db_url, "-f"])
+        .arg(format!("{}/sql/ops/{file}", env!("CARGO_MANIFEST_DIR")));
+    for (k, v) in vars {
+        cmd.arg("-v").arg(format!("{k}={v}"));
+    }
+    let output = cmd.output().await.expect("psql runs");
+    (
+        output.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn the_ops_queries_run_and_change_nothing() {
+    let app = app_without_retries().await;
+    let email = format!("{}@example.com", unique("trail"));
+    let (checkout, _) = trigger(&app, "checkout.session.completed", Some(&email)).await;
+    assert!(checkout.is_success());
+    let customer: String = app
+        .sql
+        .query_one(
+            "select event_data->'data'->'object'->>'customer' from stripe_webhook_events where stripe_event_id = $1",
+            &[&checkout.event_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let failed = failed_product_events(&app, 2).await;
+    let ancient = unique("evt");
+    app.sql
+        .execute(
+            "insert into stripe_webhook_events (stripe_event_id, event_type, event_data, processing_status, created_at)
+             values ($1, 'product.created', '{}', 'processed', now() - interval '8 years')",
+            &[&ancient],
+        )
+        .await
+        .unwrap();
+    let snapshot = "select count(*)::text || md5(string_agg(row_to_json(e)::text, ',' order by stripe_event_id)) from stripe_webhook_events e";
+    let before: String = app.sql.query_one(snapshot, &[]).await.unwrap().get(0);
+
+    let (code, out) = psql_ops(&app.db.url, "failed_by_error.sql", &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("products are read-only today"), "{out}");
+    assert!(out.contains(" 2 "), "two events share the error: {out}");
+    let (code, out) = psql_ops(&app.db.url, "retry_queue.sql", &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&failed[0].0) && out.contains(&failed[1].0),
+        "{out}"
+    );
+    let (code, out) = psql_ops(
+        &app.db.url,
+        "events_for_customer.sql",
+        &[("customer", &customer)],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&checkout.event_id), "{out}");
+    let (code, out) = psql_ops(
+        &app.db.url,
+        "user_provisioning_trail.sql",
+        &[("email", &email.to_uppercase())],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    for expected in [&customer, &checkout.event_id, &email] {
+        assert!(out.contains(expected.as_str()), "{expected} missing: {out}");
+    }
+    assert!(out.contains("price_demo_onetime"), "{out}");
+    let (code, out) = psql_ops(&app.db.url, "retention_purge.sql", &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("ROLLBACK: nothing was deleted"), "{out}");
+    assert!(out.contains("deleted_in_this_transaction"), "{out}");
+
+    let after: String = app.sql.query_one(snapshot, &[]).await.unwrap().get(0);
+    assert_eq!(before, after, "an ops query changed stripe_webhook_events");
+    assert_eq!(
+        app.event_status(&ancient).await.as_deref(),
+        Some("processed")
+    );
+}
