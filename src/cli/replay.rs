@@ -23,7 +23,7 @@ use crate::ingest::{Pipeline, ReplayFilter, ReplayOutcome, Status};
 #[derive(Args, Debug, Clone, Default)]
 #[command(after_help = "Examples:
   stripe-worker replay                                   # every failed event
-  stripe-worker replay --event-id evt_123                # one event, whatever its status
+  stripe-worker replay --event-id evt_123                # one event (--force if processed)
   stripe-worker replay --status dead --since 2026-01-31  # dead ones after a fix
   stripe-worker replay --status any --type invoice.paid --dry-run")]
 pub struct ReplayArgs {

@@ -11,8 +11,11 @@ use crate::config::{DatabaseSettings, Source};
 use crate::db;
 use crate::ingest::Status;
 
-/// Counts by processing status and type (last 24 h and 7 d, by receipt time), the retry queue,
-/// and the oldest failed and dead events with their errors.
+/// Show event counts, the retry queue and the oldest failures.
+///
+/// Counts by processing status and by type for the last 24 h and 7 d (by receipt time), the
+/// retry queue (due now, later, pending, held, expired leases), and the oldest failed and dead
+/// events with their errors.
 #[derive(Args, Debug, Clone, Default)]
 pub struct StatusArgs {
     /// One JSON document instead of tables.

@@ -10,9 +10,12 @@ use crate::config::{Source, WebhookSettings};
 use crate::email::Email;
 use crate::fixtures::{CheckoutMode, Scenario, SUPPORTED};
 
-/// Build a realistic event of TYPE (current API shape, fresh ids, demo catalog prices), sign it
-/// with the first STRIPE_WEBHOOK_SECRET and POST it to the worker, like `stripe trigger`.
-/// Prints the HTTP status and body; exit status 0 on a 2xx answer.
+/// Sign and POST a realistic event of TYPE to the worker (like `stripe trigger`).
+///
+/// The event has the current API shape (2025-03-31.basil), fresh ids (evt_, cus_, pi_, … with
+/// random suffixes) and prices of the demo catalog (price_demo_onetime, price_demo_monthly).
+/// It is signed with the first STRIPE_WEBHOOK_SECRET. Prints the HTTP status and body; exit
+/// status 0 on a 2xx answer.
 #[derive(Args, Debug, Clone)]
 #[command(after_help = "Examples:
   stripe-worker trigger checkout.session.completed --email buyer@example.com
