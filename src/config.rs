@@ -118,22 +118,28 @@ impl WebhookSettings {
             return Err(ConfigError::Missing("STRIPE_WEBHOOK_SECRET"));
         }
         let tolerance: u64 = parsed(src, "STRIPE_WEBHOOK_TOLERANCE_SECS", 300u64)?;
-        let livemode = match src.get("STRIPE_LIVEMODE") {
-            None => None,
-            Some(v) => Some(
-                v.trim()
-                    .parse::<bool>()
-                    .map_err(|_| ConfigError::Malformed {
-                        name: "STRIPE_LIVEMODE",
-                        reason: "expected true or false".into(),
-                    })?,
-            ),
-        };
+        let livemode = livemode(src)?;
         Ok(Self {
             secrets,
             tolerance: Duration::from_secs(tolerance),
             livemode,
         })
+    }
+}
+
+/// STRIPE_LIVEMODE: when set, events of the other mode are recorded and `ignored` (read by
+/// `serve` and by the CLI commands that process events).
+pub fn livemode(src: &dyn Source) -> Result<Option<bool>, ConfigError> {
+    match src.get("STRIPE_LIVEMODE") {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse::<bool>()
+            .map(Some)
+            .map_err(|_| ConfigError::Malformed {
+                name: "STRIPE_LIVEMODE",
+                reason: "expected true or false".into(),
+            }),
     }
 }
 

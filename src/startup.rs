@@ -1,20 +1,14 @@
 //! Builds the application: the pool, the pipeline, the HTTP server and the retrier.
 
-use std::net::TcpListener;
-use std::sync::Arc;
-
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
+use std::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Settings;
-use crate::handlers::HandlerContext;
 use crate::ingest::Pipeline;
-use crate::metrics::Metrics;
 use crate::signature::Verifier;
-use crate::stripe_api::StripeApi;
-use crate::supabase_auth::AuthAdmin;
-use crate::{db, http, retrier};
+use crate::{http, retrier};
 
 pub struct AppState {
     pub pipeline: Pipeline,
@@ -31,22 +25,14 @@ impl Application {
     /// Binds the listener (port 0 picks a free one) and prepares everything; nothing runs until
     /// `run_until_stopped`. Succeeds while the database is down.
     pub fn build(settings: &Settings, handle_signals: bool) -> anyhow::Result<Self> {
-        let pool = db::pool(&settings.database)?;
-        let pipeline = Pipeline {
-            pool,
-            retry: settings.retry.clone(),
-            livemode: settings.webhook.livemode,
-            worker_id: settings.worker_id.clone(),
-            handlers: Arc::new(HandlerContext {
-                stripe: settings
-                    .stripe_api
-                    .as_ref()
-                    .map(StripeApi::new)
-                    .transpose()?,
-                auth_admin: settings.supabase_auth.clone().map(AuthAdmin::new),
-            }),
-            metrics: Arc::new(Metrics::default()),
-        };
+        let mut pipeline = Pipeline::for_cli(
+            &settings.database,
+            settings.retry.clone(),
+            settings.stripe_api.clone(),
+            settings.supabase_auth.clone(),
+            settings.worker_id.clone(),
+        )?;
+        pipeline.livemode = settings.webhook.livemode;
         let state = web::Data::new(AppState {
             pipeline: pipeline.clone(),
             verifier: Verifier::new(settings.webhook.secrets.clone(), settings.webhook.tolerance),

@@ -5,8 +5,14 @@ use tracing_subscriber::{fmt, EnvFilter};
 use crate::config::LogFormat;
 
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn,tokio_postgres=warn"));
+    init_with_default(format, "info,actix_server=warn,tokio_postgres=warn");
+}
+
+/// As `init`, with another filter when RUST_LOG is not set (the operator commands log only
+/// warnings and errors by default: their output is their report).
+pub fn init_with_default(format: LogFormat, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // try_init: tests may call this more than once.
     let _ = match format {

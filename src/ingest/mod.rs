@@ -7,6 +7,8 @@
 //! fails nothing was stored and the caller answers 503, so Stripe delivers again.
 
 mod backoff;
+mod build;
+mod replay;
 mod sql;
 
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use deadpool_postgres::{Pool, Transaction};
 use uuid::Uuid;
 
 pub use backoff::retry_delay;
+pub use replay::{NotSelected, ReplayCandidate, ReplayFilter, ReplayOutcome};
 
 use crate::config::RetrySettings;
 use crate::envelope::EventEnvelope;

@@ -150,3 +150,73 @@ fn email_exists() -> HttpResponse {
         "msg": "A user with this email address has already been registered"
     }))
 }
+
+/// Stripe's `GET /v1/events` (list events): newest first, `created[gte]`/`created[lte]`,
+/// `limit` (1..=100, default 10) and `starting_after` as documented, the list object
+/// `{"object":"list","data":[…],"has_more":…,"url":"/v1/events"}`, and `Authorization: Bearer
+/// sk_test_…` required. The request numbered `rate_limit_at` (0-based) is answered 429 once, as
+/// Stripe answers when rate limited. Requests are logged as (method, query string, {}).
+pub fn stripe_events(events: Vec<Value>, rate_limit_at: Option<usize>) -> Fake {
+    let mut events = events;
+    // Newest first; events of the same second keep their given order reversed (Stripe's
+    // order for those is its own; any fixed one will do).
+    events.reverse();
+    events.sort_by_key(|e| std::cmp::Reverse(e["created"].as_i64().unwrap_or(0)));
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let log = requests.clone();
+    start(requests, move |cfg| {
+        let events = events.clone();
+        let log = log.clone();
+        cfg.route(
+            "/v1/events",
+            web::get().to(move |req: HttpRequest, query: web::Query<std::collections::HashMap<String, String>>| {
+                let events = events.clone();
+                let log = log.clone();
+                async move {
+                    let n = {
+                        let mut log = log.lock().unwrap();
+                        log.push(("GET".into(), req.query_string().to_owned(), json!({})));
+                        log.len() - 1
+                    };
+                    let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    if !auth.starts_with("Bearer sk_test_") {
+                        return HttpResponse::Unauthorized().json(json!({"error": {
+                            "message": "Invalid API Key provided", "type": "invalid_request_error"}}));
+                    }
+                    if rate_limit_at == Some(n) {
+                        return HttpResponse::TooManyRequests().json(json!({"error": {
+                            "message": "Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits.",
+                            "type": "rate_limit_error"}}));
+                    }
+                    let int = |k: &str| query.get(k).and_then(|v| v.parse::<i64>().ok());
+                    let limit = int("limit").unwrap_or(10);
+                    if !(1..=100).contains(&limit) {
+                        return HttpResponse::BadRequest().json(json!({"error": {
+                            "message": "Invalid integer: limit", "param": "limit", "type": "invalid_request_error"}}));
+                    }
+                    let in_range: Vec<&Value> = events
+                        .iter()
+                        .filter(|e| {
+                            let t = e["created"].as_i64().unwrap_or(0);
+                            int("created[gte]").is_none_or(|g| t >= g) && int("created[lte]").is_none_or(|l| t <= l)
+                        })
+                        .collect();
+                    let start = match query.get("starting_after") {
+                        None => 0,
+                        Some(after) => match in_range.iter().position(|e| e["id"] == json!(after)) {
+                            Some(i) => i + 1,
+                            None => {
+                                return HttpResponse::BadRequest().json(json!({"error": {
+                                    "code": "resource_missing", "message": format!("No such event: '{after}'"),
+                                    "param": "starting_after", "type": "invalid_request_error"}}))
+                            }
+                        },
+                    };
+                    let page: Vec<&Value> = in_range.iter().skip(start).take(limit as usize).copied().collect();
+                    let has_more = start + page.len() < in_range.len();
+                    HttpResponse::Ok().json(json!({"object": "list", "data": page, "has_more": has_more, "url": "/v1/events"}))
+                }
+            }),
+        );
+    })
+}

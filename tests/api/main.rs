@@ -6,6 +6,7 @@ mod health;
 mod helpers;
 mod ingest;
 mod migrate;
+mod operator;
 mod processes;
 mod purchase;
 mod signature_vectors;

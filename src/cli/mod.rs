@@ -1,6 +1,16 @@
 //! The `stripe-worker` command line (clap). Each subcommand parses only the configuration it
-//! needs, so `migrate` runs without a webhook secret.
+//! needs, so `migrate` runs without a webhook secret. The operator commands (replay, backfill,
+//! trigger, status) live in their own modules; each has a `run` that tests call directly with
+//! a map of variables and a buffer for the output.
 
+pub mod backfill;
+mod context;
+mod progress;
+pub mod replay;
+pub mod status;
+pub mod trigger;
+
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -9,6 +19,8 @@ use crate::config::{self, DatabaseSettings, LogFormat, Settings};
 use crate::db;
 use crate::startup::Application;
 use crate::telemetry;
+
+pub use context::parse_instant;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -31,11 +43,25 @@ pub enum Command {
         #[arg(long)]
         platform: bool,
     },
+    Replay(replay::ReplayArgs),
+    Backfill(backfill::BackfillArgs),
+    Status(status::StatusArgs),
+    Trigger(trigger::TriggerArgs),
 }
+
+/// Operator commands report on stdout; their logs (stderr) default to warnings and errors.
+const OPERATOR_LOG_FILTER: &str = "warn,stripe_worker=warn";
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let source = config::ProcessEnv;
-    telemetry::init(LogFormat::from_source(&source)?);
+    let format = LogFormat::from_source(&source)?;
+    if matches!(cli.command, Command::Serve | Command::Migrate { .. }) {
+        telemetry::init(format);
+    } else {
+        telemetry::init_with_default(format, OPERATOR_LOG_FILTER);
+    }
+    let interactive = std::io::stdout().is_terminal();
+    let mut stdout = std::io::stdout();
     match cli.command {
         Command::Serve => {
             let settings = Settings::from_source(&source)?;
@@ -60,5 +86,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Replay(args) => {
+            let summary = replay::run(&args, &source, &mut stdout, interactive).await?;
+            Ok(exit_code(summary.success()))
+        }
+        Command::Backfill(args) => {
+            let summary = backfill::run(&args, &source, &mut stdout, interactive).await?;
+            Ok(exit_code(summary.success()))
+        }
+        Command::Trigger(args) => {
+            let answer = trigger::run(&args, &source, &mut stdout).await?;
+            Ok(exit_code(answer.is_success()))
+        }
+        Command::Status(args) => {
+            status::run(&args, &source, &mut stdout).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn exit_code(success: bool) -> ExitCode {
+    if success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
