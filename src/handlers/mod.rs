@@ -84,6 +84,14 @@ pub struct Prepared {
     pub auth_user: Option<Uuid>,
 }
 
+/// Whether the handler has a `prepare` step (which may call Stripe or Supabase Auth).
+pub fn has_prepare_step(handler: Handler) -> bool {
+    matches!(
+        handler,
+        Handler::CheckoutCompleted | Handler::PaymentIntent | Handler::Subscription
+    )
+}
+
 /// The part of a handler that may call Stripe or Supabase Auth; runs outside the transaction.
 pub async fn prepare(
     handler: Handler,
