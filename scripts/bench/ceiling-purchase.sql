@@ -1,11 +1,11 @@
 -- pgbench ceiling, purchase mix: one run = checkout.session.completed for a new buyer, then
 -- their payment_intent.succeeded, each in its own transaction exactly as the worker sends them
--- (captured with log_statement=all, see scripts/bench.sh). events per run: 2
-\set b random(1, 1000000000)
+-- (captured with log_statement=all into target/bench/captured.sql by scripts/bench.sh). events per run: 2
+\set b random(1, 1000000000000000)
 -- checkout.session.completed
-select processing_status from public.stripe_webhook_events where stripe_event_id = 'evt_pgb_co_' || :b::text;
 start transaction;
 insert into public.stripe_webhook_events (stripe_event_id, event_type, event_data, livemode, api_version, event_created_at, request_id, processing_status, locked_by, locked_until) values ('evt_pgb_co_' || :b::text, 'checkout.session.completed', replace('{"api_version": "2025-03-31.basil","created": 1795372556,"data": {"object": {"amount_total": 4900,"currency": "usd","customer": "cus_pgb_B","customer_details": {"address": {"country": "DE"},"email": "buyer.pgb.B@example.com","name": "Bench Buyer"},"customer_email": null,"id": "cs_pgb_B","livemode": false,"metadata": {"price_id": "price_demo_onetime"},"mode": "payment","object": "checkout.session","payment_intent": "pi_pgb_B","payment_status": "paid","status": "complete","subscription": null}},"id": "evt_pgb_co_B","livemode": false,"object": "event","pending_webhooks": 1,"request": {"id": null,"idempotency_key": null},"type": "checkout.session.completed"}', 'B', :b::text)::jsonb, false, '2025-03-31.basil', now(), 'b1f0c6de-5c55-4d0e-8c6a-1b1e1d1e1f10', 'processing', 'pgbench', now() + make_interval(secs => 300)) on conflict (stripe_event_id) do nothing returning id \gset ev_
+select id, retry_count from public.stripe_webhook_events where stripe_event_id = 'evt_pgb_co_' || :b::text and (processing_status in ('failed', 'pending') or (processing_status = 'processing' and locked_until < now())) for update skip locked;
 savepoint handler;
 select user_id from public.stripe_customers where stripe_customer_id = 'cus_pgb_' || :b::text union all select id from public.customers where stripe_customer_id = 'cus_pgb_' || :b::text limit 1;
 select public.find_or_create_auth_user('buyer.pgb.' || :b::text || '@example.com', 'Bench Buyer') as uid \gset
@@ -21,20 +21,17 @@ update public.payment_intents set customer_id = :uid::uuid where stripe_customer
 update public.charges set customer_id = :uid::uuid where stripe_customer_id = 'cus_pgb_' || :b::text and customer_id is null;
 update public.payment_methods set customer_id = :uid::uuid where stripe_customer_id = 'cus_pgb_' || :b::text and customer_id is null;
 update public.stripe_webhook_events set next_attempt_at = now() where processing_status = 'failed' and next_attempt_at > now() and event_data->'data'->'object'->>'customer' = 'cus_pgb_' || :b::text;
-release handler;
 update public.stripe_webhook_events set processing_status = 'processed', processed_at = now(), error_message = null, next_attempt_at = null, locked_by = null, locked_until = null, user_id = coalesce(:uid::uuid, user_id), old_tier = coalesce(null, old_tier), new_tier = coalesce(null, new_tier), processing_note = null where id = :ev_id;
 commit;
 -- payment_intent.succeeded
-select processing_status from public.stripe_webhook_events where stripe_event_id = 'evt_pgb_pi_' || :b::text;
-select user_id from public.stripe_customers where stripe_customer_id = 'cus_pgb_' || :b::text union all select id from public.customers where stripe_customer_id = 'cus_pgb_' || :b::text limit 1;
 start transaction;
 insert into public.stripe_webhook_events (stripe_event_id, event_type, event_data, livemode, api_version, event_created_at, request_id, processing_status, locked_by, locked_until) values ('evt_pgb_pi_' || :b::text, 'payment_intent.succeeded', replace('{"api_version": "2025-03-31.basil","created": 1795372556,"data": {"object": {"amount": 4900,"amount_received": 4900,"currency": "usd","customer": "cus_pgb_B","id": "pi_pgb_B","latest_charge": "ch_pgb_B","livemode": false,"metadata": {},"object": "payment_intent","receipt_email": null,"status": "succeeded"}},"id": "evt_pgb_pi_B","livemode": false,"object": "event","pending_webhooks": 1,"request": {"id": null,"idempotency_key": null},"type": "payment_intent.succeeded"}', 'B', :b::text)::jsonb, false, '2025-03-31.basil', now(), 'b1f0c6de-5c55-4d0e-8c6a-1b1e1d1e1f10', 'processing', 'pgbench', now() + make_interval(secs => 300)) on conflict (stripe_event_id) do nothing returning id \gset ev_
+select id, retry_count from public.stripe_webhook_events where stripe_event_id = 'evt_pgb_pi_' || :b::text and (processing_status in ('failed', 'pending') or (processing_status = 'processing' and locked_until < now())) for update skip locked;
 savepoint handler;
 select public.claim_object_version('pi_pgb_' || :b::text, 'payment_intent', clock_timestamp(), 7, 'evt_pgb_pi_' || :b::text, false);
 select user_id from public.stripe_customers where stripe_customer_id = 'cus_pgb_' || :b::text union all select id from public.customers where stripe_customer_id = 'cus_pgb_' || :b::text limit 1;
 insert into public.customers (id) values (:uid::uuid) on conflict (id) do nothing;
 insert into public.payment_intents (stripe_payment_intent_id, status, amount, currency, customer_id, receipt_email, stripe_customer_id, price_id) values ('pi_pgb_' || :b::text, 'succeeded', 4900, lower('usd'), :uid::uuid, null, 'cus_pgb_' || :b::text, (select id from public.prices where id = null::text)) on conflict (stripe_payment_intent_id) do update set status = case when payment_intents.status in ('succeeded', 'canceled') then payment_intents.status else excluded.status end, amount = excluded.amount, currency = excluded.currency, customer_id = coalesce(payment_intents.customer_id, excluded.customer_id), receipt_email = coalesce(excluded.receipt_email, payment_intents.receipt_email), stripe_customer_id = coalesce(payment_intents.stripe_customer_id, excluded.stripe_customer_id), price_id = coalesce(payment_intents.price_id, excluded.price_id) returning id;
 insert into public.events (category, event_type, source, user_id, amount, currency, occurred_at, external_id, metadata) values ('billing', 'stripe.payment_intent.succeeded', 'stripe', :uid::uuid, 4900::int8::numeric / (10::numeric ^ 2::int4), 'usd', coalesce(now(), now()), 'evt_pgb_pi_' || :b::text, ('{"customer":  "cus_pgb_' || :b::text || '", "payment_intent":  "pi_pgb_' || :b::text || '"}')::jsonb) on conflict (source, external_id) do nothing;
-release handler;
 update public.stripe_webhook_events set processing_status = 'processed', processed_at = now(), error_message = null, next_attempt_at = null, locked_by = null, locked_until = null, user_id = coalesce(:uid::uuid, user_id), old_tier = coalesce(null, old_tier), new_tier = coalesce(null, new_tier), processing_note = null where id = :ev_id;
 commit;
