@@ -1,6 +1,7 @@
 //! Integration tests: the real application against a real PostgreSQL (see helpers.rs).
 
 mod catalog;
+mod chaos;
 mod fakes;
 mod health;
 mod helpers;
