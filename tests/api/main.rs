@@ -8,6 +8,7 @@ mod helpers;
 mod ingest;
 mod migrate;
 mod processes;
+mod properties;
 mod purchase;
 mod signature_vectors;
 mod subscription;
