@@ -81,12 +81,26 @@ loadgen --mix catalog --events 1000 --concurrency "$conc" --run warm >/dev/null
 # 3. The worker, mix by mix; peak RSS after each.
 : >"$out/results.jsonl"
 declare -A runs
+# CPU time (clock ticks) of the given processes: where the time goes, per event.
+ticks() {
+  local t=0 p f
+  for p in "$@"; do
+    read -r -a f <"/proc/$p/stat" 2>/dev/null || continue
+    t=$((t + f[13] + f[14]))
+  done
+  echo "$t"
+}
+pg_pids() { local pm; pm="$(head -1 "$work/data/postmaster.pid")"; echo "$pm" $(pgrep -P "$pm"); }
+hz="$(getconf CLK_TCK)"
 run_mix() {
-  local mix="$1" n="$2" line hwm
+  local mix="$1" n="$2" line hwm w0 p0 w1 p1
   runs[$mix]="${mix:0:3}$(date +%s)"
+  w0="$(ticks "$worker_pid")"; p0="$(ticks $(pg_pids))"
   line="$(loadgen --mix "$mix" --events "$n" --concurrency "$conc" --run "${runs[$mix]}")"
+  w1="$(ticks "$worker_pid")"; p1="$(ticks $(pg_pids))"
   hwm="$(awk '/VmHWM/ {print $2}' "/proc/$worker_pid/status")"
-  echo "${line%\}},\"worker_vmhwm_kib\":$hwm}" | tee -a "$out/results.jsonl" >&2
+  echo "${line%\}},\"worker_vmhwm_kib\":$hwm,\"worker_cpu_us_per_event\":$(( (w1 - w0) * 1000000 / hz / n )),\"pg_cpu_us_per_event\":$(( (p1 - p0) * 1000000 / hz / n ))}" \
+    | tee -a "$out/results.jsonl" >&2
 }
 run_mix catalog "$n_catalog"
 run_mix purchase "$n_purchase"
@@ -113,6 +127,10 @@ for mix in catalog purchase subscription duplicates; do
   ceiling[$mix]="$(awk -v t="$tps" -v k="$per" 'BEGIN { printf "%.1f", t * k }')"
   echo "pgbench $mix: ${ceiling[$mix]} events/s" >&2
 done
+# What the commit flush costs: the catalog ceiling again without waiting for it (diagnostic).
+nosync="$(PGOPTIONS="-c synchronous_commit=off" "$bin/pgbench" -n -h 127.0.0.1 -p "$pg_port" -U postgres \
+  -M prepared -c "$conc" -j 2 -t $((n_catalog / conc)) -f scripts/bench/ceiling-catalog-product.sql \
+  -f scripts/bench/ceiling-catalog-price.sql postgres 2>&1 | awk '/^tps/ {print $3; exit}' || true)"
 load_after="$(load)"
 
 # 5. The table.
@@ -122,8 +140,8 @@ echo
 echo "Run $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(nproc) CPUs ($cpu), $mem; PostgreSQL $("$bin/postgres" --version | awk '{print $3}'), fsync on;"
 echo "1-min load before $load_before, after $load_after. Command: \`BENCH_CONCURRENCY=$conc BENCH_SCALE=$scale BENCH_POOL_SIZE=$pool scripts/bench.sh\`"
 echo
-echo "| mix | events | conc | events/s | p50 ms | p95 ms | p99 ms | max ms | non-2xx | errors | worker RSS MiB | pgbench ceiling tx/s | worker / ceiling |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| mix | events | conc | events/s | p50 ms | p95 ms | p99 ms | max ms | non-2xx | errors | worker RSS MiB | worker CPU µs/event | PostgreSQL CPU µs/event | pgbench ceiling events/s | worker / ceiling |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 while read -r line; do
   python3 - "$line" "catalog=${ceiling[catalog]}" "purchase=${ceiling[purchase]}" \
     "subscription=${ceiling[subscription]}" "duplicates=${ceiling[duplicates]}" <<'PY'
@@ -133,6 +151,9 @@ ceil = dict(a.split("=", 1) for a in sys.argv[2:])
 c = float(ceil.get(r["mix"]) or "nan")
 print(f"| {r['mix']} | {r['events']} | {r['concurrency']} | {r['events_per_s']:.0f} | {r['p50_ms']:.1f} | "
       f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.1f} | {r['non_2xx']} | {r['errors']} | "
-      f"{r['worker_vmhwm_kib']/1024:.1f} | {c:.0f} | {r['events_per_s']/c:.0%} |")
+      f"{r['worker_vmhwm_kib']/1024:.1f} | {r['worker_cpu_us_per_event']} | {r['pg_cpu_us_per_event']} | "
+      f"{c:.0f} | {r['events_per_s']/c:.0%} |")
 PY
 done <"$out/results.jsonl"
+echo
+echo "Diagnostic: catalog ceiling with synchronous_commit=off (no wait for the WAL flush): ${nosync:-?} tx/s."
