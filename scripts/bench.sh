@@ -81,26 +81,14 @@ loadgen --mix catalog --events 1000 --concurrency "$conc" --run warm >/dev/null
 # 3. The worker, mix by mix; peak RSS after each.
 : >"$out/results.jsonl"
 declare -A runs
-# CPU time (clock ticks) of the given processes: where the time goes, per event.
-ticks() {
-  local t=0 p f
-  for p in "$@"; do
-    read -r -a f <"/proc/$p/stat" 2>/dev/null || continue
-    t=$((t + f[13] + f[14]))
-  done
-  echo "$t"
-}
-pg_pids() { local pm; pm="$(head -1 "$work/data/postmaster.pid")"; echo "$pm" $(pgrep -P "$pm"); }
-hz="$(getconf CLK_TCK)"
 run_mix() {
-  local mix="$1" n="$2" line hwm w0 p0 w1 p1
+  local mix="$1" n="$2" line hwm
   runs[$mix]="${mix:0:3}$(date +%s)"
-  w0="$(ticks "$worker_pid")"; p0="$(ticks $(pg_pids))"
-  line="$(loadgen --mix "$mix" --events "$n" --concurrency "$conc" --run "${runs[$mix]}")"
-  w1="$(ticks "$worker_pid")"; p1="$(ticks $(pg_pids))"
+  # CPU per event (worker; PostgreSQL = postmaster and backends) over the timed phase only.
+  line="$(loadgen --mix "$mix" --events "$n" --concurrency "$conc" --run "${runs[$mix]}" \
+    --worker-pid "$worker_pid" --postmaster-pid "$(head -1 "$work/data/postmaster.pid")")"
   hwm="$(awk '/VmHWM/ {print $2}' "/proc/$worker_pid/status")"
-  echo "${line%\}},\"worker_vmhwm_kib\":$hwm,\"worker_cpu_us_per_event\":$(( (w1 - w0) * 1000000 / hz / n )),\"pg_cpu_us_per_event\":$(( (p1 - p0) * 1000000 / hz / n ))}" \
-    | tee -a "$out/results.jsonl" >&2
+  echo "${line%\}},\"worker_vmhwm_kib\":$hwm}" | tee -a "$out/results.jsonl" >&2
 }
 run_mix catalog "$n_catalog"
 run_mix purchase "$n_purchase"

@@ -41,6 +41,52 @@ struct Args {
     /// Products the catalog mix spreads its events over.
     #[arg(long, default_value_t = 1_000)]
     products: usize,
+    /// The worker's PID: its CPU time during the timed phase is reported per event.
+    #[arg(long)]
+    worker_pid: Option<u32>,
+    /// The postmaster's PID: CPU time of it and its children (the backends), per event.
+    #[arg(long)]
+    postmaster_pid: Option<u32>,
+}
+
+/// utime + stime of `pid` in clock ticks (0 when it is gone).
+fn ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| f.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(14) + get(15)
+}
+
+/// `pid` and its children.
+fn family(pid: u32) -> Vec<u32> {
+    let mut pids = vec![pid];
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            if rest.split_whitespace().nth(1) == Some(pid.to_string().as_str()) {
+                pids.push(child);
+            }
+        }
+    }
+    pids
+}
+
+/// CPU ticks of the worker and of PostgreSQL, as far as their PIDs are known.
+fn cpu(args: &Args) -> (u64, u64) {
+    let worker = args.worker_pid.map_or(0, ticks);
+    let pg = args
+        .postmaster_pid
+        .map_or(0, |pm| family(pm).into_iter().map(ticks).sum());
+    (worker, pg)
 }
 
 const DAY: i64 = 86_400;
@@ -289,7 +335,11 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let signed = sign_all(&secret, &timed); // before the clock starts
+    let cpu_before = cpu(&args);
     let mut o = drive(&http, &url, signed, args.concurrency).await;
+    let cpu_after = cpu(&args);
+    // Clock ticks (USER_HZ, 100 on Linux) -> microseconds per event.
+    let per_event = |before: u64, after: u64| (after - before) * 10_000 / timed.len().max(1) as u64;
     o.latencies_us.sort_unstable();
     let secs = o.wall.as_secs_f64();
     let line = json!({
@@ -301,6 +351,8 @@ async fn main() -> anyhow::Result<()> {
         "p99_ms": percentile_ms(&o.latencies_us, 99.0),
         "max_ms": percentile_ms(&o.latencies_us, 100.0),
         "non_2xx": o.non_2xx, "errors": o.errors,
+        "worker_cpu_us_per_event": per_event(cpu_before.0, cpu_after.0),
+        "pg_cpu_us_per_event": per_event(cpu_before.1, cpu_after.1),
     });
     println!("{line}");
     Ok(())
