@@ -99,7 +99,18 @@ run_mix duplicates "$n_dup"
 # written from target/bench/captured.sql), one transaction per event, same concurrency and
 # database. A script's "events per run: K" converts its tx/s (script runs/s) to events/s.
 : >"$out/pgbench.log"
-declare -A ceiling
+declare -A ceiling pgcpu
+# postmaster utime+stime+cutime+cstime plus its live children's utime+stime, in clock ticks
+pg_ticks() {
+  local pm t=0 p f
+  pm="$(head -1 "$work/data/postmaster.pid")"
+  read -r -a f <"/proc/$pm/stat"; t=$((f[13] + f[14] + f[15] + f[16]))
+  for p in $(pgrep -P "$pm"); do
+    read -r -a f <"/proc/$p/stat" 2>/dev/null || continue
+    t=$((t + f[13] + f[14]))
+  done
+  echo "$t"
+}
 for mix in catalog purchase subscription duplicates; do
   case $mix in
     catalog) n=$n_catalog ;; purchase) n=$n_purchase ;; subscription) n=$n_sub ;; duplicates) n=$n_dup ;;
@@ -109,11 +120,15 @@ for mix in catalog purchase subscription duplicates; do
     files+=(-f "$f")
     per="$(grep -o 'events per run: [0-9]*' "$f" | grep -o '[0-9]*$')"
   done
+  p0="$(pg_ticks)"
   tps="$("$bin/pgbench" -n -h 127.0.0.1 -p "$pg_port" -U postgres -M prepared -c "$conc" -j 2 \
     -t $((n / conc / per)) -D run="${runs[$mix]}" -D nsub="$n_sub" -D ndup="$n_dup" "${files[@]}" postgres \
     2>&1 | tee -a "$out/pgbench.log" | awk '/^tps/ {print $3; exit}' || true)"
   ceiling[$mix]="$(awk -v t="$tps" -v k="$per" 'BEGIN { printf "%.1f", t * k }')"
-  echo "pgbench $mix: ${ceiling[$mix]} events/s" >&2
+  # PostgreSQL CPU per event under pgbench (backends that exit are counted by their parent's
+  # cutime/cstime), to compare with the worker's run of the same mix.
+  pgcpu[$mix]=$(( ($(pg_ticks) - p0) * 1000000 / $(getconf CLK_TCK) / n ))
+  echo "pgbench $mix: ${ceiling[$mix]} events/s, PostgreSQL ${pgcpu[$mix]} µs CPU/event" >&2
 done
 # What the commit flush costs: the catalog ceiling again without waiting for it (diagnostic).
 nosync="$(PGOPTIONS="-c synchronous_commit=off" "$bin/pgbench" -n -h 127.0.0.1 -p "$pg_port" -U postgres \
@@ -144,4 +159,5 @@ print(f"| {r['mix']} | {r['events']} | {r['concurrency']} | {r['events_per_s']:.
 PY
 done <"$out/results.jsonl"
 echo
+echo "PostgreSQL CPU µs/event under pgbench: catalog ${pgcpu[catalog]}, purchase ${pgcpu[purchase]}, subscription ${pgcpu[subscription]}, duplicates ${pgcpu[duplicates]}."
 echo "Diagnostic: catalog ceiling with synchronous_commit=off (no wait for the WAL flush): ${nosync:-?} tx/s."
