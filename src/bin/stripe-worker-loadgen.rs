@@ -193,12 +193,13 @@ fn subscription_snapshot(run: &str, s: usize, kind: &str, at: i64, period: (i64,
     )
 }
 
-/// (untimed set-up events, timed events)
-fn subscription(run: &str, n: usize, t0: i64) -> (Vec<Value>, Vec<Value>) {
+/// (untimed set-up phases, timed events). The checkouts go first, so that the subscriptions
+/// they map are created (not failed and waiting for a retry) before the clock starts.
+fn subscription(run: &str, n: usize, t0: i64) -> (Vec<Vec<Value>>, Vec<Value>) {
     let p1 = (t0, t0 + 30 * DAY);
-    let mut setup = Vec::with_capacity(2 * n);
+    let (mut checkouts, mut created) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for s in 0..n {
-        setup.push(envelope(
+        checkouts.push(envelope(
             format!("evt_{run}_subco_{s}"),
             "checkout.session.completed",
             t0,
@@ -209,7 +210,7 @@ fn subscription(run: &str, n: usize, t0: i64) -> (Vec<Value>, Vec<Value>) {
             "customer_details": {"email": format!("sub.{run}.{s}@example.com"), "name": "Sam"},
             "subscription": format!("sub_{run}_{s}"), "metadata": {}}),
         ));
-        setup.push(subscription_snapshot(
+        created.push(subscription_snapshot(
             run,
             s,
             "customer.subscription.created",
@@ -220,7 +221,7 @@ fn subscription(run: &str, n: usize, t0: i64) -> (Vec<Value>, Vec<Value>) {
     let timed = (0..n)
         .map(|s| subscription_snapshot(run, s, "customer.subscription.updated", t0 + 60, p1))
         .collect();
-    (setup, timed)
+    (vec![checkouts, created], timed)
 }
 
 struct Signed {
@@ -332,11 +333,11 @@ async fn main() -> anyhow::Result<()> {
         Mix::Subscription => subscription(&args.run, args.events, t0),
         Mix::Duplicates => {
             let events = catalog(&args.run, args.events, args.products, t0);
-            (events.clone(), events)
+            (vec![events.clone()], events)
         }
     };
-    if !setup.is_empty() {
-        let s = drive(&http, &url, sign_all(&secret, &setup), args.concurrency).await;
+    for phase in &setup {
+        let s = drive(&http, &url, sign_all(&secret, phase), args.concurrency).await;
         if s.non_2xx + s.errors > 0 {
             anyhow::bail!("set-up: {} non-2xx, {} errors", s.non_2xx, s.errors);
         }
