@@ -6,6 +6,7 @@
 
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::email::Email;
@@ -113,11 +114,18 @@ pub async fn provision(
             }
         },
     };
-    let stmt = tx.prepare_cached(ENSURE_PROFILE).await?;
-    tx.execute(&stmt, &[&user_id, &buyer.name]).await?;
-    ensure_customer_row(tx, user_id).await?;
-    let stmt = tx.prepare_cached(ENSURE_ACCOUNT).await?;
-    tx.query_one(&stmt, &[&user_id]).await?;
+    // Profile, customer row, account: independent of each other's results, so one pipelined
+    // round trip (the server still runs them in this order).
+    let profile = tx.prepare_cached(ENSURE_PROFILE).await?;
+    let customer = tx.prepare_cached(ENSURE_CUSTOMER_ROW).await?;
+    let account = tx.prepare_cached(ENSURE_ACCOUNT).await?;
+    let both: [&(dyn ToSql + Sync); 2] = [&user_id, &buyer.name];
+    let user: [&(dyn ToSql + Sync); 1] = [&user_id];
+    futures_util::try_join!(
+        tx.execute(&profile, &both),
+        tx.execute(&customer, &user),
+        tx.execute(&account, &user),
+    )?;
     Ok(user_id)
 }
 
@@ -166,16 +174,26 @@ pub async fn link_customer(
     email: Option<&Email>,
 ) -> Result<(), tokio_postgres::Error> {
     let email = email.map(Email::as_str);
-    let stmt = tx.prepare_cached(LINK).await?;
-    tx.execute(&stmt, &[&user_id, &stripe_customer_id, &email])
-        .await?;
-    let stmt = tx.prepare_cached(SET_PRIMARY).await?;
-    tx.execute(&stmt, &[&user_id, &stripe_customer_id]).await?;
-    for sql in BACKFILL {
-        let stmt = tx.prepare_cached(sql).await?;
-        tx.execute(&stmt, &[&user_id, &stripe_customer_id]).await?;
+    let mut statements = Vec::with_capacity(2 + BACKFILL.len() + 1);
+    for sql in [LINK, SET_PRIMARY]
+        .into_iter()
+        .chain(BACKFILL)
+        .chain([WAKE_WAITING])
+    {
+        statements.push(tx.prepare_cached(sql).await?);
     }
-    let stmt = tx.prepare_cached(WAKE_WAITING).await?;
-    tx.execute(&stmt, &[&stripe_customer_id]).await?;
+    let link: [&(dyn ToSql + Sync); 3] = [&user_id, &stripe_customer_id, &email];
+    let pair: [&(dyn ToSql + Sync); 2] = [&user_id, &stripe_customer_id];
+    let wake: [&(dyn ToSql + Sync); 1] = [&stripe_customer_id];
+    // All independent: one pipelined round trip, run by the server in this order.
+    futures_util::future::try_join_all(statements.iter().enumerate().map(|(i, stmt)| {
+        let params: &[&(dyn ToSql + Sync)] = match i {
+            0 => &link,
+            i if i == statements.len() - 1 => &wake,
+            _ => &pair,
+        };
+        tx.execute(stmt, params)
+    }))
+    .await?;
     Ok(())
 }

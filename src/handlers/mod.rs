@@ -99,6 +99,14 @@ impl Prepared {
     }
 }
 
+/// Whether the handler has a `prepare` step (which may call Stripe or Supabase Auth).
+pub fn has_prepare_step(handler: Handler) -> bool {
+    matches!(
+        handler,
+        Handler::CheckoutCompleted | Handler::PaymentIntent | Handler::Subscription
+    )
+}
+
 /// The part of a handler that may call Stripe or Supabase Auth; runs outside the transaction.
 pub async fn prepare(
     handler: Handler,

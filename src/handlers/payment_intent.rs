@@ -119,14 +119,16 @@ pub async fn prepare(
     let pi: Intent = event
         .object_as()
         .map_err(|e| HandlerError::invalid("payment intent", e))?;
+    let mut email = pi.receipt_email.as_deref().and_then(Email::parse);
+    // Without an address and no Stripe API to ask, there is nothing to prepare: skip the look-up.
     if pi.status(&event.event_type) != "succeeded"
+        || (email.is_none() && (pi.customer.is_none() || ctx.stripe.is_none()))
         || provision::resolve_customer(client, pi.customer.as_deref())
             .await?
             .is_some()
     {
         return Ok(Prepared::default());
     }
-    let mut email = pi.receipt_email.as_deref().and_then(Email::parse);
     let mut name = None;
     if email.is_none() {
         if let (Some(customer), Some(api)) = (&pi.customer, &ctx.stripe) {

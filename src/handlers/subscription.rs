@@ -9,6 +9,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use deadpool_postgres::Transaction;
 use serde::Deserialize;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::object::{expandable_id, metadata};
@@ -297,7 +298,20 @@ pub async fn changed(
             format!("unknown status {status:?}"),
         ));
     }
-    let user_id = match provision::resolve_customer(tx, s.customer.as_deref()).await? {
+    let snap = s.snapshot();
+    // The customer look-up and the catalog rows are independent: one pipelined round trip. If
+    // the customer turns out unknown, the error rolls the catalog rows back with the rest.
+    let (resolved, ensured) = futures_util::join!(
+        provision::resolve_customer(tx, s.customer.as_deref()),
+        async {
+            match &snap.price {
+                Some(price) => ensure_price(tx, price).await,
+                None => Ok(()),
+            }
+        },
+    );
+    ensured?;
+    let user_id = match resolved? {
         Some(user) => user,
         None => match &prepared.buyer {
             Some(buyer) => provision::provision(tx, buyer, prepared.auth_user).await?,
@@ -310,10 +324,6 @@ pub async fn changed(
             }
         },
     };
-    let snap = s.snapshot();
-    if let Some(price) = &snap.price {
-        ensure_price(tx, price).await?;
-    }
     let price_id = snap.price.as_ref().map(|p| p.id.as_str());
     let applied_now = ordering::claim(
         tx,
@@ -432,28 +442,29 @@ pub async fn subscription_exists(
 /// before the worker, or in the dashboard): the embedded snapshot fills the catalog row, which
 /// the voucher duration needs. Existing rows are left to the catalog events.
 async fn ensure_price(tx: &Transaction<'_>, price: &PriceRef) -> Result<(), tokio_postgres::Error> {
-    let product = price.product.clone();
-    if let Some(product) = &product {
-        let stmt = tx.prepare_cached(ENSURE_PRICE[0]).await?;
-        tx.execute(&stmt, &[product]).await?;
-    }
     let interval = price
         .interval
         .as_deref()
         .filter(|i| matches!(*i, "day" | "week" | "month" | "year"));
-    let stmt = tx.prepare_cached(ENSURE_PRICE[1]).await?;
-    tx.execute(
-        &stmt,
-        &[
-            &price.id,
-            &product,
-            &price.unit_amount,
-            &price.currency,
-            &interval,
-            &price.interval_count,
-        ],
-    )
-    .await?;
+    // Both prepared first, so the pipeline keeps their order (the price references the product).
+    let product = tx.prepare_cached(ENSURE_PRICE[0]).await?;
+    let row = tx.prepare_cached(ENSURE_PRICE[1]).await?;
+    let product_id: [&(dyn ToSql + Sync); 1] = [&price.product];
+    let price_row: [&(dyn ToSql + Sync); 6] = [
+        &price.id,
+        &price.product,
+        &price.unit_amount,
+        &price.currency,
+        &interval,
+        &price.interval_count,
+    ];
+    let ensure_product = async {
+        match price.product {
+            Some(_) => tx.execute(&product, &product_id).await.map(|_| ()),
+            None => Ok(()),
+        }
+    };
+    futures_util::try_join!(ensure_product, tx.execute(&row, &price_row))?;
     Ok(())
 }
 

@@ -1,10 +1,15 @@
 //! Ingestion: store an event and apply its effects in one transaction.
 //!
 //! Live path: `INSERT … ON CONFLICT DO NOTHING` claims the event id (a concurrent delivery of
-//! the same id waits on the unique index and then sees it stored), the handler runs in a
+//! the same id waits on the unique index and then sees it stored), the handler runs after a
 //! savepoint, and the final status commits together with the effects. A handler error rolls
 //! back to the savepoint, so a `failed` row carries no partial effects. If the commit itself
 //! fails nothing was stored and the caller answers 503, so Stripe delivers again.
+//!
+//! Round trips are the cost that counts (each one wakes a backend on a busy database): the
+//! claim, the retake of a waiting row and the savepoint go out as one pipelined batch, the
+//! savepoint is never released (COMMIT ends it), and the status check before any work is
+//! made only where `prepare` may call an external API.
 
 mod backoff;
 mod build;
@@ -19,6 +24,10 @@ use uuid::Uuid;
 
 pub use backoff::retry_delay;
 pub use replay::{NotSelected, ReplayCandidate, ReplayFilter, ReplayOutcome};
+
+/// The handler runs after this savepoint; an error rolls back to it.
+const SAVEPOINT: &str = "savepoint handler";
+const ROLLBACK_TO_SAVEPOINT: &str = "rollback to savepoint handler";
 
 use crate::config::RetrySettings;
 use crate::envelope::EventEnvelope;
@@ -126,59 +135,63 @@ impl Pipeline {
         request_id: &str,
     ) -> Result<DeliveryStatus, IngestError> {
         let mut client = self.pool.get().await?;
-        // Fast path: a redelivery of a finished event touches nothing.
-        let stmt = client.prepare_cached(sql::CURRENT_STATUS).await?;
-        if let Some(row) = client.query_opt(&stmt, &[&envelope.id]).await? {
-            let status: &str = row.get(0);
-            if matches!(
-                Status::parse(status),
-                Some(Status::Processed | Status::Ignored | Status::Dead)
-            ) {
-                return Ok(DeliveryStatus::Duplicate);
+        // Fast path: a redelivery of a finished event touches nothing. Worth a round trip only
+        // where `prepare` may call Stripe or Supabase Auth; otherwise the INSERT below tells.
+        if self.prepare_calls_out(envelope) {
+            let stmt = client.prepare_cached(sql::CURRENT_STATUS).await?;
+            if let Some(row) = client.query_opt(&stmt, &[&envelope.id]).await? {
+                let status: &str = row.get(0);
+                if matches!(
+                    Status::parse(status),
+                    Some(Status::Processed | Status::Ignored | Status::Dead)
+                ) {
+                    return Ok(DeliveryStatus::Duplicate);
+                }
             }
         }
         let prepared = self.prepare(&client, envelope).await?;
-        let mut tx = client.transaction().await?;
+        let insert = client.prepare_cached(sql::INSERT_PROCESSING).await?;
+        let retake = client.prepare_cached(sql::RETAKE_WAITING).await?;
+        let tx = client.transaction().await?;
         let lease = self.lease_seconds();
-        let insert = tx.prepare_cached(sql::INSERT_PROCESSING).await?;
-        let inserted = tx
-            .query_opt(
-                &insert,
-                &[
-                    &envelope.id,
-                    &envelope.event_type,
-                    &raw_body,
-                    &envelope.livemode,
-                    &envelope.api_version,
-                    &envelope.created,
-                    &request_id,
-                    &self.worker_id,
-                    &lease,
-                ],
-            )
-            .await?;
-        let claimed = match inserted {
-            Some(row) => Claimed {
+        // One round trip: claim the id; failing that, take over a row waiting for a retry that
+        // nobody holds (Stripe's redelivery, a dashboard "resend"); then the handler's
+        // savepoint. RETAKE runs after INSERT with its own snapshot, so it sees a row another
+        // delivery committed meanwhile, and never matches our own fresh row (lease in future).
+        let row: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+            &envelope.id,
+            &envelope.event_type,
+            &raw_body,
+            &envelope.livemode,
+            &envelope.api_version,
+            &envelope.created,
+            &request_id,
+            &self.worker_id,
+            &lease,
+        ];
+        let id: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&envelope.id];
+        let (inserted, retaken, savepoint) = futures_util::join!(
+            tx.query_opt(&insert, &row),
+            tx.query_opt(&retake, &id),
+            tx.batch_execute(SAVEPOINT),
+        );
+        let (inserted, retaken) = (inserted?, retaken?);
+        savepoint?;
+        let claimed = match (inserted, retaken) {
+            (Some(row), _) => Claimed {
                 row_id: row.get(0),
                 retry_count: 0,
             },
-            None => {
-                // Stored before. Take it now if it is waiting for a retry and nobody holds it
-                // (Stripe's redelivery, a "resend" from the dashboard); otherwise it is a duplicate.
-                let retake = tx.prepare_cached(sql::RETAKE_WAITING).await?;
-                match tx.query_opt(&retake, &[&envelope.id]).await? {
-                    Some(row) => Claimed {
-                        row_id: row.get(0),
-                        retry_count: row.get(1),
-                    },
-                    None => {
-                        tx.commit().await?;
-                        return Ok(DeliveryStatus::Duplicate);
-                    }
-                }
+            (None, Some(row)) => Claimed {
+                row_id: row.get(0),
+                retry_count: row.get(1),
+            },
+            (None, None) => {
+                tx.commit().await?;
+                return Ok(DeliveryStatus::Duplicate);
             }
         };
-        let attempt = self.attempt(&mut tx, envelope, &claimed, prepared).await?;
+        let attempt = self.attempt(&tx, envelope, &claimed, prepared).await?;
         tx.commit().await?;
         self.record(envelope, &attempt);
         Ok(match attempt.status {
@@ -189,9 +202,10 @@ impl Pipeline {
     }
 
     /// Runs the handler for a claimed row inside `tx` and writes the row's new status there.
+    /// The caller has opened the savepoint `handler` right after claiming the row.
     pub async fn attempt(
         &self,
-        tx: &mut Transaction<'_>,
+        tx: &Transaction<'_>,
         envelope: &EventEnvelope,
         claimed: &Claimed,
         prepared: Result<Prepared, HandlerError>,
@@ -295,10 +309,12 @@ impl Pipeline {
         }
     }
 
-    /// Decides the outcome: ignored, applied, or a handler error (already rolled back).
+    /// Decides the outcome: ignored, applied, or a handler error (already rolled back to the
+    /// savepoint, so a failed event carries no partial effects). The savepoint is not released
+    /// on success: COMMIT ends it with the transaction, one round trip less.
     async fn decide(
         &self,
-        tx: &mut Transaction<'_>,
+        tx: &Transaction<'_>,
         envelope: &EventEnvelope,
         prepared: Result<Prepared, HandlerError>,
     ) -> Result<Result<(Status, Applied), String>, tokio_postgres::Error> {
@@ -313,19 +329,25 @@ impl Pipeline {
             Ok(p) => p,
             Err(e) => return Ok(Err(e.to_string())),
         };
-        let savepoint = tx.savepoint("handler").await?;
-        match handlers::run(handler, &savepoint, envelope, &prepared).await {
-            Ok(applied) => {
-                savepoint.commit().await?;
-                Ok(Ok((Status::Processed, applied)))
-            }
+        match handlers::run(handler, tx, envelope, &prepared).await {
+            Ok(applied) => Ok(Ok((Status::Processed, applied))),
             // The connection is gone: nothing can be stored, the caller answers 503.
             Err(handlers::HandlerError::Database(e)) if e.as_db_error().is_none() => Err(e),
             Err(e) => {
-                savepoint.rollback().await?;
+                tx.batch_execute(ROLLBACK_TO_SAVEPOINT).await?;
                 Ok(Err(e.to_string()))
             }
         }
+    }
+
+    /// Whether `prepare` may call Stripe or Supabase Auth for this event (then a duplicate is
+    /// worth recognising before it).
+    fn prepare_calls_out(&self, envelope: &EventEnvelope) -> bool {
+        let ctx = &self.handlers;
+        (ctx.stripe.is_some() || ctx.auth_admin.is_some())
+            && self
+                .handler_for(envelope)
+                .is_ok_and(handlers::has_prepare_step)
     }
 
     fn lease_seconds(&self) -> f64 {
@@ -376,16 +398,20 @@ impl Pipeline {
             }
         };
         let prepared = self.prepare(&client, &envelope).await?;
-        let mut tx = client.transaction().await?;
-        let stmt = tx.prepare_cached(sql::LOCK_CLAIMED).await?;
-        let Some(row) = tx.query_opt(&stmt, &[&row_id, &self.worker_id]).await? else {
+        let stmt = client.prepare_cached(sql::LOCK_CLAIMED).await?;
+        let tx = client.transaction().await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&row_id, &self.worker_id];
+        let (locked, savepoint) =
+            futures_util::join!(tx.query_opt(&stmt, &params), tx.batch_execute(SAVEPOINT),);
+        let Some(row) = locked? else {
             tx.commit().await?;
             return Ok(None);
         };
+        savepoint?;
         let retry_count: i32 = row.get(0);
         let attempt = self
             .attempt(
-                &mut tx,
+                &tx,
                 &envelope,
                 &Claimed {
                     row_id,

@@ -1,6 +1,7 @@
 //! Integration tests: the real application against a real PostgreSQL (see helpers.rs).
 
 mod catalog;
+mod chaos;
 mod fakes;
 mod health;
 mod helpers;
@@ -8,6 +9,7 @@ mod ingest;
 mod migrate;
 mod operator;
 mod processes;
+mod properties;
 mod purchase;
 mod signature_vectors;
 mod subscription;

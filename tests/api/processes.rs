@@ -3,7 +3,7 @@
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 
 use serde_json::json;
 
@@ -118,6 +118,28 @@ impl WorkerProcess {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Sends `signal` (e.g. "KILL", "TERM") to this process, by PID.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {}", self.pid());
+    }
+
+    /// Waits (at most `within`) for the process to exit; `None` if it is still running.
+    pub async fn wait_exit(&mut self, within: std::time::Duration) -> Option<ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        None
+    }
 }
 
 impl Drop for WorkerProcess {
@@ -127,7 +149,7 @@ impl Drop for WorkerProcess {
     }
 }
 
-fn signed(body: &serde_json::Value) -> (Vec<u8>, String) {
+pub fn signed(body: &serde_json::Value) -> (Vec<u8>, String) {
     let bytes = serde_json::to_vec(body).unwrap();
     let header = stripe_worker::signature::WebhookSecret::parse(SECRET)
         .unwrap()
@@ -135,7 +157,7 @@ fn signed(body: &serde_json::Value) -> (Vec<u8>, String) {
     (bytes, header)
 }
 
-fn product_event(id: &str) -> serde_json::Value {
+pub fn product_event(id: &str) -> serde_json::Value {
     event(
         id,
         "product.created",
