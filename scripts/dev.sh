@@ -35,7 +35,7 @@ export HOST=127.0.0.1 PORT="${PORT:-8080}"
 export RETRY_BASE_DELAY_SECS="${RETRY_BASE_DELAY_SECS:-5}"
 
 cargo build --quiet
-bin=target/debug/stripe-worker
+bin="${CARGO_TARGET_DIR:-target}/debug/stripe-worker"
 "$bin" migrate --platform
 psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$db_port" -U postgres -d postgres -f supabase/seed.sql
 

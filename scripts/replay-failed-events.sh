@@ -41,14 +41,15 @@ done
 
 cd "$(dirname "$0")/.."
 
-if [[ -x target/release/stripe-worker ]]; then
-  bin=target/release/stripe-worker
-elif [[ -x target/debug/stripe-worker ]]; then
-  bin=target/debug/stripe-worker
+target_dir="${CARGO_TARGET_DIR:-target}"
+if [[ -x "$target_dir/release/stripe-worker" ]]; then
+  bin="$target_dir/release/stripe-worker"
+elif [[ -x "$target_dir/debug/stripe-worker" ]]; then
+  bin="$target_dir/debug/stripe-worker"
 else
   echo "building stripe-worker (debug) ..." >&2
   cargo build --quiet --bin stripe-worker
-  bin=target/debug/stripe-worker
+  bin="$target_dir/debug/stripe-worker"
 fi
 
 exec "$bin" replay --status failed "$@"

@@ -28,11 +28,12 @@ export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:${port}/postgres"
 export TEST_PG_BINDIR="$(pg_bindir)"
 
 cargo build --locked --bins --tests --quiet
+bin="${CARGO_TARGET_DIR:-target}/debug/stripe-worker"
 
 echo "== pgTAP (supabase/tests) =="
 psql_admin=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres)
 "${psql_admin[@]}" -d postgres -c 'create database sql_tests'
-DATABASE_URL="postgres://postgres@127.0.0.1:${port}/sql_tests" target/debug/stripe-worker migrate --platform >/dev/null
+DATABASE_URL="postgres://postgres@127.0.0.1:${port}/sql_tests" "$bin" migrate --platform >/dev/null
 "${psql_admin[@]}" -d sql_tests -f supabase/seed.sql
 "${psql_admin[@]}" -d sql_tests -c 'create extension if not exists pgtap'
 pg_prove -h 127.0.0.1 -p "$port" -U postgres -d sql_tests supabase/tests/*.sql
