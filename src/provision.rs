@@ -39,10 +39,14 @@ pub async fn resolve_customer(
     Ok(client.query_opt(&stmt, &[&id]).await?.map(|r| r.get(0)))
 }
 
+/// The same look-up as `find_or_create_auth_user`: the instance_id condition lets it use
+/// auth.users' (instance_id, lower(email)) index.
 const FIND_AUTH_USER: &str = "
 select id from auth.users
-where lower(email) = lower($1) and not is_sso_user and deleted_at is null
-order by created_at limit 1";
+where lower(email::text) = lower(btrim($1))
+  and (instance_id = '00000000-0000-0000-0000-000000000000' or instance_id is null)
+  and not is_sso_user and deleted_at is null
+order by created_at nulls last, id limit 1";
 
 /// Before the event's transaction: with the Supabase Auth admin API configured, make sure the
 /// auth user exists (looked up first; an address registered meanwhile is looked up again).
