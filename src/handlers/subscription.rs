@@ -325,20 +325,11 @@ pub async fn changed(
         },
     };
     let price_id = snap.price.as_ref().map(|p| p.id.as_str());
-    let applied_now = ordering::claim(
-        tx,
-        "subscription",
-        &s.id,
-        event,
-        tie_break(&status, snap.period_end),
-        deleted,
-    )
-    .await?;
+    let order_key = tie_break(&status, snap.period_end);
+    let applied_now = ordering::claim(tx, "subscription", &s.id, event, order_key, deleted).await?;
     if !applied_now {
         // Stale, but it may show a period that was paid: that period's voucher must exist.
-        if subscription_exists(tx, &s.id).await?
-            && older_than_applied(tx, &s.id, event, tie_break(&status, snap.period_end)).await?
-        {
+        if stale_period_counts(tx, &s.id, event, order_key).await? {
             let stmt = tx.prepare_cached(RECORD_PERIOD).await?;
             tx.execute(
                 &stmt,
@@ -409,33 +400,26 @@ pub async fn changed(
     })
 }
 
-/// A snapshot newer than a deletion (deletion wins) shows nothing that was paid.
-async fn older_than_applied(
+/// Whether a stale snapshot's paid period may be recorded: it must be older than the state
+/// applied (a snapshot newer than a deletion shows nothing that was paid) and the row the
+/// voucher references must exist (it does unless an operator deleted it).
+const STALE_PERIOD_COUNTS: &str = "
+select (v.event_created_at, v.tie_break) > ($2, $3)
+       and exists (select 1 from public.subscriptions s where s.id = $1)
+from public.stripe_object_versions v where v.object_id = $1";
+
+async fn stale_period_counts(
     tx: &Transaction<'_>,
     id: &str,
     event: &EventEnvelope,
     tie_break: i64,
 ) -> Result<bool, tokio_postgres::Error> {
-    let stmt = tx
-        .prepare_cached(
-            "select (event_created_at, tie_break) > ($2, $3) from public.stripe_object_versions where object_id = $1",
-        )
-        .await?;
+    let stmt = tx.prepare_cached(STALE_PERIOD_COUNTS).await?;
     let created = event.created.unwrap_or(chrono::DateTime::UNIX_EPOCH);
     Ok(tx
         .query_opt(&stmt, &[&id, &created, &tie_break])
         .await?
         .is_some_and(|r| r.get(0)))
-}
-
-pub async fn subscription_exists(
-    tx: &Transaction<'_>,
-    id: &str,
-) -> Result<bool, tokio_postgres::Error> {
-    let stmt = tx
-        .prepare_cached("select exists (select 1 from public.subscriptions where id = $1)")
-        .await?;
-    Ok(tx.query_one(&stmt, &[&id]).await?.get(0))
 }
 
 /// The subscription's price may never have had its own price.created event here (created

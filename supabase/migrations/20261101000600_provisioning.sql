@@ -352,6 +352,31 @@ $$;
 
 -- ---------------------------------------------------------------------------------------
 -- 5. One-time purchases: a succeeded intent with a customer gets exactly one voucher.
+-- What a one-time purchase of a price is worth: months from the price's, else the product's,
+-- metadata `duration_months` (default 1); `voucher_redeem = manual` on either makes it a gift
+-- code. Recurring prices are paid per period by the subscription triggers instead. The one
+-- place this rule lives: issuing a voucher and correcting it for a late price must agree.
+create or replace function public.price_voucher_terms(
+  p_price_id text,
+  out months integer,
+  out manual boolean,
+  out recurring boolean
+)
+language sql
+stable
+set search_path = ''
+as $$
+  select coalesce(public.metadata_months(p.metadata ->> 'duration_months'),
+                  public.metadata_months(pr.metadata ->> 'duration_months'),
+                  1),
+         coalesce(lower(btrim(p.metadata ->> 'voucher_redeem')) = 'manual', false)
+           or coalesce(lower(btrim(pr.metadata ->> 'voucher_redeem')) = 'manual', false),
+         coalesce(p.type = 'recurring', false)
+    from (select 1) one
+    left join public.prices p on p.id = p_price_id
+    left join public.products pr on pr.id = p.product_id
+$$;
+
 create or replace function public.issue_voucher_for_payment_intent()
 returns trigger
 language plpgsql
@@ -359,9 +384,7 @@ security definer
 set search_path = ''
 as $$
 declare
-  v_price_meta jsonb;
-  v_price_type text;
-  v_product_meta jsonb;
+  v_recurring boolean;
   v_months integer;
   v_manual boolean;
   v_account text;
@@ -382,23 +405,13 @@ begin
     return null;
   end if;
 
-  select p.metadata, p.type, pr.metadata
-    into v_price_meta, v_price_type, v_product_meta
-    from public.prices p
-    left join public.products pr on pr.id = p.product_id
-   where p.id = new.price_id;
-
+  select t.months, t.manual, t.recurring into v_months, v_manual, v_recurring
+    from public.price_voucher_terms(new.price_id) t;
   -- Subscription invoices are paid by intents too: their time comes from the subscription
   -- triggers (one voucher per billing period), never from here.
-  if v_price_type = 'recurring' then
+  if v_recurring then
     return null;
   end if;
-
-  v_months := coalesce(public.metadata_months(v_price_meta ->> 'duration_months'),
-                       public.metadata_months(v_product_meta ->> 'duration_months'),
-                       1);
-  v_manual := coalesce(lower(btrim(v_price_meta ->> 'voucher_redeem')) = 'manual', false)
-           or coalesce(lower(btrim(v_product_meta ->> 'voucher_redeem')) = 'manual', false);
 
   v_account := public.ensure_account(new.customer_id);   -- customers.id is the auth user id
   -- Events arrive in any order: a full refund may be known before the buyer is. The voucher
@@ -450,26 +463,18 @@ security definer
 set search_path = ''
 as $$
 declare
-  v_price_meta jsonb;
-  v_price_type text;
-  v_product_meta jsonb;
+  v_recurring boolean;
   v_months integer;
   v record;
 begin
   if old.price_id is not null or new.price_id is null then
     return null;
   end if;
-  select p.metadata, p.type, pr.metadata
-    into v_price_meta, v_price_type, v_product_meta
-    from public.prices p
-    left join public.products pr on pr.id = p.product_id
-   where p.id = new.price_id;
-  if v_price_type = 'recurring' then
+  select t.months, t.recurring into v_months, v_recurring
+    from public.price_voucher_terms(new.price_id) t;
+  if v_recurring then
     return null;
   end if;
-  v_months := coalesce(public.metadata_months(v_price_meta ->> 'duration_months'),
-                       public.metadata_months(v_product_meta ->> 'duration_months'),
-                       1);
   for v in
     select vo.id, vo.duration_months, vo.is_used, vo.associated_account
       from public.vouchers vo
@@ -612,6 +617,7 @@ revoke all on function public.generate_voucher_code() from public, anon, authent
 revoke all on function public.shift_account_expiry(text, integer) from public, anon, authenticated;
 revoke all on function public.issue_voucher_for_payment_intent() from public, anon, authenticated;
 revoke all on function public.adjust_voucher_on_late_price() from public, anon, authenticated;
+revoke all on function public.price_voucher_terms(text) from public, anon, authenticated;
 revoke all on function public.revoke_voucher_on_full_refund() from public, anon, authenticated;
 revoke all on function public.redeem_voucher(text) from public, anon;
 grant execute on function public.find_or_create_auth_user(text, text) to service_role;

@@ -237,7 +237,7 @@ declare
   internal_names constant text[] := array[
     'claim_object_version', 'find_or_create_auth_user', 'ensure_account', 'record_subscription_period',
     'generate_account_number', 'generate_voucher_code', 'shift_account_expiry',
-    'format_expiry', 'add_months_utc', 'metadata_months', 'price_period_months',
+    'format_expiry', 'add_months_utc', 'metadata_months', 'price_period_months', 'price_voucher_terms',
     'handle_new_user', 'handle_user_email_change'];
   -- called by the security-invoker view my_account, so its caller needs EXECUTE (pure parser)
   view_helpers constant text[] := array['account_expiry'];

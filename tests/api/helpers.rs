@@ -202,6 +202,12 @@ impl TestApp {
     /// Posts `event` signed now with the suite's secret.
     pub async fn post_event(&self, event: &Value) -> Answer {
         let body = serde_json::to_vec(event).unwrap();
+        self.post_signed(body).await
+    }
+
+    /// Posts exactly these bytes, signed now with the suite's secret.
+    pub async fn post_signed(&self, body: impl Into<Vec<u8>>) -> Answer {
+        let body = body.into();
         let header = self.secret.sign(chrono::Utc::now().timestamp(), &body);
         self.post_raw(body, Some(&header)).await
     }

@@ -61,10 +61,7 @@ async fn the_raw_body_is_what_gets_verified_and_stored() {
         chrono::Utc::now().timestamp(),
         unique("prod")
     );
-    let header = app
-        .secret
-        .sign(chrono::Utc::now().timestamp(), body.as_bytes());
-    let answer = app.post_raw(body.into_bytes(), Some(&header)).await;
+    let answer = app.post_signed(body).await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     let name: String = app
         .sql
@@ -135,8 +132,7 @@ async fn signed_garbage_and_events_without_id_are_400_and_store_nothing() {
         br#"{"id":"evt_x"}"#,
         b"\xff\xfe",
     ] {
-        let header = app.secret.sign(chrono::Utc::now().timestamp(), body);
-        let answer = app.post_raw(body.to_vec(), Some(&header)).await;
+        let answer = app.post_signed(body.to_vec()).await;
         assert_eq!(answer.status, 400, "{:?}", String::from_utf8_lossy(body));
         assert!(answer.body["error"].is_string());
     }
@@ -154,8 +150,7 @@ async fn bodies_over_one_mebibyte_are_413_and_store_nothing() {
     let mut ev = product_event(&unique("evt"), &unique("prod"));
     ev["padding"] = json!(padding);
     let body = serde_json::to_vec(&ev).unwrap();
-    let header = app.secret.sign(chrono::Utc::now().timestamp(), &body);
-    let answer = app.post_raw(body, Some(&header)).await;
+    let answer = app.post_signed(body).await;
     assert_eq!(answer.status, 413);
     // Just under the limit is fine.
     let mut ev = product_event(&unique("evt"), &unique("prod"));
@@ -466,20 +461,36 @@ async fn rows_stuck_in_processing_and_pending_rows_are_picked_up() {
 #[tokio::test]
 async fn a_live_lease_is_respected() {
     let app = spawn_app().await;
-    let id = unique("evt");
-    let ev = product_event(&id, &unique("prod"));
-    app.sql
-        .execute(
-            "insert into stripe_webhook_events (stripe_event_id, event_type, event_data, processing_status, locked_by, locked_until)
-             values ($1, 'product.created', $2, 'processing', 'busy-worker', now() + interval '1 hour')",
-            &[&id, &ev],
+    let (live, expired) = (unique("evt"), unique("evt"));
+    let live_event = product_event(&live, &unique("prod"));
+    for (id, lease) in [(&live, "1 hour"), (&expired, "-1 minute")] {
+        app.sql
+            .execute(
+                "insert into stripe_webhook_events (stripe_event_id, event_type, event_data, processing_status, locked_by, locked_until)
+                 values ($1, 'product.created', $2, 'processing', 'other-worker', now() + $3::text::interval)",
+                &[id, &product_event(id, &unique("prod")), &lease],
+            )
+            .await
+            .unwrap();
+    }
+    // Another worker holds `live`: a redelivery is a duplicate.
+    assert_eq!(
+        app.post_event(&live_event).await.body["status"],
+        "duplicate"
+    );
+    // The retrier has run (it reclaimed the expired lease) and left the live one alone.
+    app.wait_for_status(&expired, "processed").await;
+    assert_eq!(app.event_status(&live).await.as_deref(), Some("processing"));
+    let holder: String = app
+        .sql
+        .query_one(
+            "select locked_by from stripe_webhook_events where stripe_event_id = $1",
+            &[&live],
         )
         .await
-        .unwrap();
-    // Another worker holds it: a redelivery is a duplicate and the retrier leaves it alone.
-    assert_eq!(app.post_event(&ev).await.body["status"], "duplicate");
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert_eq!(app.event_status(&id).await.as_deref(), Some("processing"));
+        .unwrap()
+        .get(0);
+    assert_eq!(holder, "other-worker");
 }
 
 #[tokio::test]
@@ -596,10 +607,7 @@ async fn a_signed_event_with_a_nul_escape_is_stored_not_bounced() {
         r#"{{"id":"{id}","type":"product.created","created":{},"data":{{"object":{{"id":"{product}","name":"a\u0000b"}}}}}}"#,
         chrono::Utc::now().timestamp()
     );
-    let header = app
-        .secret
-        .sign(chrono::Utc::now().timestamp(), body.as_bytes());
-    let answer = app.post_raw(body.into_bytes(), Some(&header)).await;
+    let answer = app.post_signed(body).await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     assert_eq!(answer.body["status"], "processed");
     let name: String = app

@@ -151,6 +151,18 @@ async fn ok(app: &TestApp, e: &Value) -> String {
     answer.body["status"].as_str().unwrap().to_owned()
 }
 
+/// How many vouchers the subscription has (one per paid period).
+async fn vouchers(app: &TestApp, sub: &str) -> i64 {
+    app.sql
+        .query_one(
+            "select count(*) from vouchers where subscription_id = $1",
+            &[&sub],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// The rows a subscriber's frontend reads, without random values.
 async fn rows(app: &TestApp, sub: &str) -> Vec<String> {
     let queries = [
@@ -300,15 +312,7 @@ async fn a_renewal_adds_exactly_one_voucher_per_period_and_moves_expiry() {
         assert_eq!(ok(&app, &paid).await, "processed");
         assert_eq!(ok(&app, &succeeded).await, "processed");
         ok(&app, &events[1]).await; // the subscription's own renewal snapshot
-        assert_eq!(
-            app.count(&format!(
-                "select count(*) from vouchers where subscription_id = '{}'",
-                sub.id
-            ))
-            .await,
-            2,
-            "{shape:?}"
-        );
+        assert_eq!(vouchers(&app, &sub.id).await, 2, "{shape:?}");
         let expiry: String = app.sql.query_one("select a.expiry from accounts a join subscriptions s on s.user_id = a.user_id where s.id = $1", &[&sub.id]).await.unwrap().get(0);
         assert_eq!(expiry, iso(T0 + 60 * DAY), "{shape:?}");
         assert_eq!(app.count(&format!("select count(*) from events where metadata->>'subscription' = '{}' and event_type like 'stripe.invoice.%'", sub.id)).await, 1);
@@ -324,14 +328,7 @@ async fn a_renewal_adds_exactly_one_voucher_per_period_and_moves_expiry() {
             ),
         )
         .await;
-        assert_eq!(
-            app.count(&format!(
-                "select count(*) from vouchers where subscription_id = '{}'",
-                sub.id
-            ))
-            .await,
-            2
-        );
+        assert_eq!(vouchers(&app, &sub.id).await, 2);
         // A failed payment is history, not access.
         let failed = invoice(
             &sub,
@@ -341,14 +338,7 @@ async fn a_renewal_adds_exactly_one_voucher_per_period_and_moves_expiry() {
             "subscription_cycle",
         );
         assert_eq!(ok(&app, &failed).await, "processed");
-        assert_eq!(
-            app.count(&format!(
-                "select count(*) from vouchers where subscription_id = '{}'",
-                sub.id
-            ))
-            .await,
-            2
-        );
+        assert_eq!(vouchers(&app, &sub.id).await, 2);
         assert_eq!(app.count(&format!("select count(*) from events where metadata->>'subscription' = '{}' and event_type = 'stripe.invoice.payment_failed'", sub.id)).await, 1);
     }
 }
@@ -381,14 +371,7 @@ async fn a_subscription_event_before_its_checkout_applies_after_the_retry() {
     app.wait_for_status(created["id"].as_str().unwrap(), "processed")
         .await;
     assert_eq!(app.count(&format!("select count(*) from subscriptions s join auth.users u on u.id = s.user_id where s.id = '{}' and u.email = '{}'", sub.id, sub.email)).await, 1);
-    assert_eq!(
-        app.count(&format!(
-            "select count(*) from vouchers where subscription_id = '{}'",
-            sub.id
-        ))
-        .await,
-        1
-    );
+    assert_eq!(vouchers(&app, &sub.id).await, 1);
 }
 
 #[tokio::test]
@@ -600,14 +583,7 @@ async fn with_a_stripe_key_an_unmapped_subscription_customer_is_provisioned_dire
         .await,
         1
     );
-    assert_eq!(
-        app.count(&format!(
-            "select count(*) from vouchers where subscription_id = '{}'",
-            sub.id
-        ))
-        .await,
-        1
-    );
+    assert_eq!(vouchers(&app, &sub.id).await, 1);
     // The checkout that follows finds the same user through the customer mapping.
     assert_eq!(ok(&app, &sub.checkout()).await, "processed");
     assert_eq!(
