@@ -448,7 +448,10 @@ begin
     (account_id, source, kind, stripe_event_id, stripe_payment_intent_id, stripe_invoice_id,
      stripe_subscription_id, price_id, months, terms_known, period_start, period_end, effective_at)
   values
-    (p_account_id, p_source, p_grant.kind, p_grant.stripe_event_id, p_grant.stripe_payment_intent_id,
+    (p_account_id, p_source, p_grant.kind,
+     -- the event being processed (the worker sets stripe_worker.event_id in each event's transaction)
+     coalesce(p_grant.stripe_event_id, nullif(current_setting('stripe_worker.event_id', true), '')),
+     p_grant.stripe_payment_intent_id,
      p_grant.stripe_invoice_id, p_grant.stripe_subscription_id, p_grant.price_id, p_grant.months,
      coalesce(p_grant.terms_known, true), p_grant.period_start, p_grant.period_end, p_grant.effective_at)
   on conflict (source) do update
