@@ -7,10 +7,10 @@ use serde::Deserialize;
 
 use super::object::{expandable_id, metadata};
 use super::payment_intent::{upsert, IntentFacts};
+use super::provision::{self, Buyer};
 use super::{billing, Applied, HandlerContext, HandlerError, Prepared};
 use crate::email::Email;
 use crate::envelope::EventEnvelope;
-use crate::provision::{self, Buyer};
 
 #[derive(Deserialize)]
 pub struct Session {

@@ -4,10 +4,10 @@
 use deadpool_postgres::Transaction;
 use serde::Deserialize;
 
+use super::provision;
 use super::{ordering, Applied, HandlerError};
 use crate::email::Email;
 use crate::envelope::EventEnvelope;
-use crate::provision;
 
 #[derive(Deserialize)]
 struct Customer {

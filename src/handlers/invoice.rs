@@ -11,9 +11,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::object::expandable_id;
+use super::provision;
 use super::{billing, Applied, HandlerError};
 use crate::envelope::EventEnvelope;
-use crate::provision;
 
 #[derive(Deserialize)]
 struct Invoice {

@@ -13,6 +13,7 @@ pub mod object;
 mod ordering;
 mod payment_intent;
 mod payment_method;
+mod provision;
 mod subscription;
 
 use deadpool_postgres::GenericClient;
@@ -20,9 +21,9 @@ use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
 use crate::envelope::EventEnvelope;
-use crate::provision::Buyer;
 use crate::stripe_api::StripeApi;
 use crate::supabase_auth::AuthAdmin;
+use provision::Buyer;
 
 /// Dependencies handlers may call besides the database (both optional, by configuration).
 #[derive(Debug, Default)]
@@ -91,7 +92,7 @@ impl Prepared {
         client: &impl GenericClient,
         buyer: Buyer,
     ) -> Result<Self, HandlerError> {
-        let auth_user = crate::provision::prepare_auth_user(ctx, client, &buyer).await?;
+        let auth_user = provision::prepare_auth_user(ctx, client, &buyer).await?;
         Ok(Self {
             buyer: Some(buyer),
             auth_user,

@@ -6,10 +6,10 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::object::{expandable_id, metadata};
+use super::provision::{self, Buyer};
 use super::{billing, ordering, Applied, HandlerContext, HandlerError, Prepared};
 use crate::email::Email;
 use crate::envelope::EventEnvelope;
-use crate::provision::{self, Buyer};
 
 #[derive(Deserialize)]
 struct Intent {

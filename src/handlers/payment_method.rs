@@ -5,9 +5,9 @@ use deadpool_postgres::Transaction;
 use serde::Deserialize;
 
 use super::object::expandable_id;
+use super::provision;
 use super::{ordering, Applied, HandlerError};
 use crate::envelope::EventEnvelope;
-use crate::provision;
 
 #[derive(Deserialize)]
 struct PaymentMethod {

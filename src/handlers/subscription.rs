@@ -13,10 +13,10 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::object::{expandable_id, metadata};
+use super::provision::{self, Buyer};
 use super::{ordering, Applied, HandlerContext, HandlerError, Prepared};
 use crate::email::Email;
 use crate::envelope::EventEnvelope;
-use crate::provision::{self, Buyer};
 
 #[derive(Deserialize)]
 struct Subscription {

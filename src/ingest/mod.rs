@@ -12,7 +12,6 @@
 //! made only where `prepare` may call an external API.
 
 mod backoff;
-mod build;
 mod replay;
 mod sql;
 
@@ -29,10 +28,12 @@ pub use replay::{NotSelected, ReplayCandidate, ReplayFilter, ReplayOutcome};
 const SAVEPOINT: &str = "savepoint handler";
 const ROLLBACK_TO_SAVEPOINT: &str = "rollback to savepoint handler";
 
-use crate::config::RetrySettings;
+use crate::config::{PipelineSettings, RetrySettings};
 use crate::envelope::EventEnvelope;
 use crate::handlers::{self, Applied, HandlerContext, HandlerError, Prepared};
 use crate::metrics::Metrics;
+use crate::stripe_api::StripeApi;
+use crate::supabase_auth::AuthAdmin;
 
 /// `processing_status` values (the contract's state machine).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -112,12 +113,12 @@ pub struct Attempt {
 /// Everything needed to process events; shared by the HTTP handler, the retrier and the CLI.
 #[derive(Clone)]
 pub struct Pipeline {
-    pub pool: Pool,
-    pub retry: RetrySettings,
-    pub livemode: Option<bool>,
-    pub worker_id: String,
-    pub handlers: Arc<HandlerContext>,
-    pub metrics: Arc<Metrics>,
+    pool: Pool,
+    retry: RetrySettings,
+    livemode: Option<bool>,
+    worker_id: String,
+    handlers: Arc<HandlerContext>,
+    metrics: Arc<Metrics>,
 }
 
 /// A stored row being worked on.
@@ -127,6 +128,39 @@ pub struct Claimed {
 }
 
 impl Pipeline {
+    /// A pipeline on its own pool (connections open lazily: this succeeds while the database is
+    /// down) with the external APIs the settings configure.
+    pub fn new(settings: &PipelineSettings) -> anyhow::Result<Self> {
+        Ok(Self {
+            pool: crate::db::pool(&settings.database)?,
+            retry: settings.retry.clone(),
+            livemode: settings.livemode,
+            worker_id: settings.worker_id.clone(),
+            handlers: Arc::new(HandlerContext {
+                stripe: settings
+                    .stripe_api
+                    .as_ref()
+                    .map(StripeApi::new)
+                    .transpose()?,
+                auth_admin: settings.supabase_auth.clone().map(AuthAdmin::new),
+            }),
+            metrics: Arc::new(Metrics::default()),
+        })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// How often the retrier looks for due events.
+    pub fn poll_interval(&self) -> std::time::Duration {
+        self.retry.poll_interval
+    }
+
     /// Stores and processes one delivery (the webhook endpoint and `backfill`).
     pub async fn deliver(
         &self,
@@ -356,7 +390,7 @@ impl Pipeline {
 
     fn record(&self, envelope: &EventEnvelope, attempt: &Attempt) {
         self.metrics
-            .event_finished(&envelope.event_type, attempt.status);
+            .event_finished(&envelope.event_type, attempt.status.as_str());
         tracing::info!(
             event_id = %envelope.id,
             event_type = %envelope.event_type,

@@ -573,15 +573,8 @@ async fn insert_due_failed(app: &crate::helpers::TestApp, n: usize) {
 fn pipeline_for(db_url: &str, worker_id: &str) -> stripe_worker::ingest::Pipeline {
     let mut env = crate::helpers::base_env(db_url);
     env.insert("WORKER_ID".into(), worker_id.into());
-    let settings = stripe_worker::config::Settings::from_source(&env).unwrap();
-    stripe_worker::ingest::Pipeline {
-        pool: stripe_worker::db::pool(&settings.database).unwrap(),
-        retry: settings.retry.clone(),
-        livemode: None,
-        worker_id: worker_id.into(),
-        handlers: Default::default(),
-        metrics: Default::default(),
-    }
+    let settings = stripe_worker::config::PipelineSettings::from_source(&env).unwrap();
+    stripe_worker::ingest::Pipeline::new(&settings).unwrap()
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! Integration tests: the real application against a real PostgreSQL (see helpers.rs).
 
+mod architecture;
 mod catalog;
 mod chaos;
 mod fakes;

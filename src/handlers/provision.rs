@@ -9,8 +9,8 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
+use super::{HandlerContext, HandlerError};
 use crate::email::Email;
-use crate::handlers::{HandlerContext, HandlerError};
 use crate::supabase_auth::Created;
 
 /// Who bought, as far as the event (or a Stripe look-up) tells.

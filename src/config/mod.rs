@@ -2,8 +2,12 @@
 //! A missing or malformed variable stops the program with one line naming it; secret values are
 //! never part of an error message.
 
+mod database;
+
 use std::collections::HashMap;
 use std::time::Duration;
+
+pub use database::{DatabaseUrl, TlsMode};
 
 use crate::secret::Secret;
 use crate::signature::WebhookSecret;
@@ -71,7 +75,7 @@ fn seconds(src: &dyn Source, name: &'static str, default: f64) -> Result<Duratio
 
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
-    pub url: Secret,
+    pub url: DatabaseUrl,
     pub pool_size: usize,
     /// How long a request waits for a pooled connection before answering 503.
     pub acquire_timeout: Duration,
@@ -80,12 +84,12 @@ pub struct DatabaseSettings {
 impl DatabaseSettings {
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
         let url = required(src, "DATABASE_URL")?;
-        crate::db::ConnectOptions::parse(&url).map_err(|reason| ConfigError::Malformed {
+        let url = DatabaseUrl::parse(&url).map_err(|reason| ConfigError::Malformed {
             name: "DATABASE_URL",
             reason,
         })?;
         Ok(Self {
-            url: Secret::new(url),
+            url,
             pool_size: parsed(src, "DATABASE_POOL_SIZE", 16usize)?,
             acquire_timeout: seconds(src, "DATABASE_ACQUIRE_TIMEOUT_SECS", 5.0)?,
         })
@@ -97,8 +101,6 @@ pub struct WebhookSettings {
     /// Several during a secret rotation; a signature made with any of them is accepted.
     pub secrets: Vec<WebhookSecret>,
     pub tolerance: Duration,
-    /// When set, events of the other mode are recorded and `ignored`.
-    pub livemode: Option<bool>,
 }
 
 impl WebhookSettings {
@@ -118,18 +120,15 @@ impl WebhookSettings {
             return Err(ConfigError::Missing("STRIPE_WEBHOOK_SECRET"));
         }
         let tolerance: u64 = parsed(src, "STRIPE_WEBHOOK_TOLERANCE_SECS", 300u64)?;
-        let livemode = livemode(src)?;
         Ok(Self {
             secrets,
             tolerance: Duration::from_secs(tolerance),
-            livemode,
         })
     }
 }
 
-/// STRIPE_LIVEMODE: when set, events of the other mode are recorded and `ignored` (read by
-/// `serve` and by the CLI commands that process events).
-pub fn livemode(src: &dyn Source) -> Result<Option<bool>, ConfigError> {
+/// STRIPE_LIVEMODE: when set, events of the other mode are recorded and `ignored`.
+fn livemode(src: &dyn Source) -> Result<Option<bool>, ConfigError> {
     match src.get("STRIPE_LIVEMODE") {
         None => Ok(None),
         Some(v) => v
@@ -257,35 +256,61 @@ impl LogFormat {
     }
 }
 
+/// Everything that processes events needs: `serve`, and the operator commands that replay or
+/// ingest (which need no webhook secret).
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub database: DatabaseSettings,
+    pub retry: RetrySettings,
+    pub stripe_api: Option<StripeApiSettings>,
+    pub supabase_auth: Option<SupabaseAuthSettings>,
+    /// When set, events of the other mode are recorded and `ignored`.
+    pub livemode: Option<bool>,
+    /// Names this process in `locked_by` and in logs.
+    pub worker_id: String,
+}
+
+impl PipelineSettings {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        Ok(Self {
+            database: DatabaseSettings::from_source(src)?,
+            retry: RetrySettings::from_source(src)?,
+            stripe_api: StripeApiSettings::from_source(src)?,
+            supabase_auth: SupabaseAuthSettings::from_source(src)?,
+            livemode: livemode(src)?,
+            worker_id: src.get("WORKER_ID").unwrap_or_else(default_worker_id),
+        })
+    }
+
+    /// An operator command's settings: its rows are locked by `<role>:<worker id>`, so a replay
+    /// is told apart from the workers beside it.
+    pub fn for_role(mut self, role: &str) -> Self {
+        self.worker_id = format!("{role}:{}", self.worker_id);
+        self
+    }
+}
+
 /// Everything `serve` needs, parsed once at start-up.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub database: DatabaseSettings,
+    pub pipeline: PipelineSettings,
     pub webhook: WebhookSettings,
-    pub stripe_api: Option<StripeApiSettings>,
-    pub supabase_auth: Option<SupabaseAuthSettings>,
-    pub retry: RetrySettings,
     pub host: String,
     pub port: u16,
-    /// Names this process in `locked_by` and in logs.
-    pub worker_id: String,
 }
 
 impl Settings {
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
         Ok(Self {
-            database: DatabaseSettings::from_source(src)?,
+            pipeline: PipelineSettings::from_source(src)?,
             webhook: WebhookSettings::from_source(src)?,
-            stripe_api: StripeApiSettings::from_source(src)?,
-            supabase_auth: SupabaseAuthSettings::from_source(src)?,
-            retry: RetrySettings::from_source(src)?,
             host: src.get("HOST").unwrap_or_else(|| "0.0.0.0".into()),
             port: parsed(src, "PORT", 8080u16)?,
-            worker_id: src.get("WORKER_ID").unwrap_or_else(default_worker_id),
         })
     }
 }
 
+/// `hostname:pid`, unique enough among the replicas sharing a database.
 fn default_worker_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
@@ -319,9 +344,9 @@ mod tests {
         assert_eq!(s.host, "0.0.0.0");
         assert_eq!(s.webhook.tolerance, Duration::from_secs(300));
         assert_eq!(s.webhook.secrets.len(), 1);
-        assert!(s.stripe_api.is_none());
-        assert!(s.supabase_auth.is_none());
-        assert_eq!(s.webhook.livemode, None);
+        assert!(s.pipeline.stripe_api.is_none());
+        assert!(s.pipeline.supabase_auth.is_none());
+        assert_eq!(s.pipeline.livemode, None);
     }
 
     #[test]
@@ -373,6 +398,16 @@ mod tests {
         );
         let msg = Settings::from_source(&e).unwrap_err().to_string();
         assert!(msg.starts_with("DATABASE_URL is malformed"), "{msg}");
+    }
+
+    #[test]
+    fn operator_commands_name_their_role_in_the_worker_id() {
+        let mut e = env(BASE);
+        e.insert("WORKER_ID".into(), "w1".into());
+        let s = PipelineSettings::from_source(&e)
+            .unwrap()
+            .for_role("replay");
+        assert_eq!(s.worker_id, "replay:w1");
     }
 
     #[test]
