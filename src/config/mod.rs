@@ -73,6 +73,22 @@ fn seconds(src: &dyn Source, name: &'static str, default: f64) -> Result<Duratio
     })
 }
 
+/// A timeout: more than zero seconds.
+fn positive_seconds(
+    src: &dyn Source,
+    name: &'static str,
+    default: f64,
+) -> Result<Duration, ConfigError> {
+    let duration = seconds(src, name, default)?;
+    if duration.is_zero() {
+        return Err(ConfigError::Malformed {
+            name,
+            reason: "must be more than 0 seconds".into(),
+        });
+    }
+    Ok(duration)
+}
+
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
     pub url: DatabaseUrl,
@@ -146,6 +162,9 @@ fn livemode(src: &dyn Source) -> Result<Option<bool>, ConfigError> {
 pub struct StripeApiSettings {
     pub secret_key: Secret,
     pub base_url: String,
+    /// Per request, connecting included (async-stripe's client has no separate connect
+    /// timeout).
+    pub timeout: Duration,
 }
 
 impl StripeApiSettings {
@@ -168,6 +187,7 @@ impl StripeApiSettings {
         Ok(Some(Self {
             secret_key: Secret::new(key),
             base_url,
+            timeout: positive_seconds(src, "STRIPE_API_TIMEOUT_SECS", 10.0)?,
         }))
     }
 }
@@ -176,6 +196,9 @@ impl StripeApiSettings {
 pub struct SupabaseAuthSettings {
     pub url: String,
     pub service_role_key: Secret,
+    /// Per request, connecting included.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
 }
 
 impl SupabaseAuthSettings {
@@ -188,10 +211,16 @@ impl SupabaseAuthSettings {
             (None, None) => Ok(None),
             (Some(_), None) => Err(ConfigError::Missing("SUPABASE_SERVICE_ROLE_KEY")),
             (None, Some(_)) => Err(ConfigError::Missing("SUPABASE_URL")),
-            (Some(url), Some(key)) => Ok(Some(Self {
-                url: http_base_url(&url, "SUPABASE_URL")?,
-                service_role_key: Secret::new(key.trim()),
-            })),
+            (Some(url), Some(key)) => {
+                let timeout = positive_seconds(src, "SUPABASE_AUTH_TIMEOUT_SECS", 10.0)?;
+                let connect = positive_seconds(src, "SUPABASE_AUTH_CONNECT_TIMEOUT_SECS", 3.0)?;
+                Ok(Some(Self {
+                    url: http_base_url(&url, "SUPABASE_URL")?,
+                    service_role_key: Secret::new(key.trim()),
+                    timeout,
+                    connect_timeout: connect.min(timeout),
+                }))
+            }
         }
     }
 }
@@ -398,6 +427,25 @@ mod tests {
         );
         let msg = Settings::from_source(&e).unwrap_err().to_string();
         assert!(msg.starts_with("DATABASE_URL is malformed"), "{msg}");
+    }
+
+    #[test]
+    fn external_api_timeouts_have_defaults_and_must_be_positive() {
+        let mut e = env(BASE);
+        e.insert("STRIPE_SECRET_KEY".into(), "sk_test_1".into());
+        e.insert("SUPABASE_URL".into(), "https://x.supabase.co".into());
+        e.insert("SUPABASE_SERVICE_ROLE_KEY".into(), "key".into());
+        let s = PipelineSettings::from_source(&e).unwrap();
+        assert_eq!(s.stripe_api.unwrap().timeout, Duration::from_secs(10));
+        let auth = s.supabase_auth.unwrap();
+        assert_eq!(auth.timeout, Duration::from_secs(10));
+        assert_eq!(auth.connect_timeout, Duration::from_secs(3));
+        e.insert("STRIPE_API_TIMEOUT_SECS".into(), "0".into());
+        let msg = PipelineSettings::from_source(&e).unwrap_err().to_string();
+        assert!(
+            msg.starts_with("STRIPE_API_TIMEOUT_SECS is malformed"),
+            "{msg}"
+        );
     }
 
     #[test]

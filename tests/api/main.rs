@@ -3,6 +3,7 @@
 mod architecture;
 mod catalog;
 mod chaos;
+mod dependencies;
 mod fakes;
 mod health;
 mod helpers;
