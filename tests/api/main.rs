@@ -3,6 +3,7 @@
 mod catalog;
 mod chaos;
 mod fakes;
+mod flows;
 mod health;
 mod helpers;
 mod ingest;
