@@ -164,6 +164,10 @@ impl Plan {
         if span <= 0 {
             return first;
         }
+        let shifted = build(now - span);
+        if (now - 3 * fixtures::DAY..=now).contains(&end_of(&shifted)) {
+            return shifted;
+        }
         // A later start never ends earlier: find the latest start that ends by now.
         let (mut lo, mut hi) = (now - 2 * span - 7 * fixtures::DAY, now);
         while hi - lo > 1 {
