@@ -5,6 +5,7 @@ mod catalog;
 mod chaos;
 mod dependencies;
 mod fakes;
+mod flows;
 mod health;
 mod helpers;
 mod ingest;
