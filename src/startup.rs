@@ -6,14 +6,10 @@ use std::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Settings;
+use crate::http::{self, AppState};
 use crate::ingest::Pipeline;
+use crate::retrier;
 use crate::signature::Verifier;
-use crate::{http, retrier};
-
-pub struct AppState {
-    pub pipeline: Pipeline,
-    pub verifier: Verifier,
-}
 
 pub struct Application {
     port: u16,
@@ -25,14 +21,12 @@ impl Application {
     /// Binds the listener (port 0 picks a free one) and prepares everything; nothing runs until
     /// `run_until_stopped`. Succeeds while the database is down.
     pub fn build(settings: &Settings, handle_signals: bool) -> anyhow::Result<Self> {
-        let mut pipeline = Pipeline::for_cli(
-            &settings.database,
-            settings.retry.clone(),
-            settings.stripe_api.clone(),
-            settings.supabase_auth.clone(),
-            settings.worker_id.clone(),
-        )?;
-        pipeline.livemode = settings.webhook.livemode;
+        if settings.pipeline.livemode.is_none() {
+            tracing::warn!(
+                "neither STRIPE_LIVEMODE nor STRIPE_SECRET_KEY says which mode this endpoint serves: test and live events are both processed"
+            );
+        }
+        let pipeline = Pipeline::new(&settings.pipeline)?;
         let state = web::Data::new(AppState {
             pipeline: pipeline.clone(),
             verifier: Verifier::new(settings.webhook.secrets.clone(), settings.webhook.tolerance),

@@ -1,16 +1,16 @@
-//! checkout.session.completed / async_payment_succeeded: the buyer becomes a user with a
-//! profile, customer mapping and account; a one-time payment becomes a succeeded payment
-//! intent (whose voucher the SQL trigger issues).
+//! checkout.session.completed / async_payment_succeeded (Checkout and Payment Links): the buyer
+//! becomes a user with a profile, customer mapping and account; a one-time payment becomes a
+//! succeeded payment intent marked as bought through this session, with the price its metadata
+//! names (what it grants is derived in SQL); a subscription gets its owner.
 
 use deadpool_postgres::Transaction;
 use serde::Deserialize;
 
 use super::object::{expandable_id, metadata};
-use super::payment_intent::{upsert, IntentFacts};
-use super::{billing, Applied, HandlerContext, HandlerError, Prepared};
-use crate::email::Email;
+use super::payment_intent::{upsert, IntentRow};
+use super::provision::{self, PreparedBuyer};
+use super::{Applied, Handler, HandlerError, PrepareContext};
 use crate::envelope::EventEnvelope;
-use crate::provision::{self, Buyer};
 
 #[derive(Deserialize)]
 pub struct Session {
@@ -28,7 +28,7 @@ pub struct Session {
     #[serde(default, deserialize_with = "expandable_id")]
     payment_intent: Option<String>,
     #[serde(default, deserialize_with = "expandable_id")]
-    pub subscription: Option<String>,
+    subscription: Option<String>,
     #[serde(default)]
     amount_total: Option<i64>,
     #[serde(default)]
@@ -56,112 +56,108 @@ impl Session {
     }
 }
 
-/// Before the transaction: the buyer's email (`customer_details.email`, else the prefilled
-/// `customer_email`, else the Stripe customer's) and, with the admin API, their auth user.
-pub async fn prepare(
-    ctx: &HandlerContext,
-    client: &impl deadpool_postgres::GenericClient,
-    event: &EventEnvelope,
-) -> Result<Prepared, HandlerError> {
-    let s: Session = event
-        .object_as()
-        .map_err(|e| HandlerError::invalid("checkout session", e))?;
-    if !s.is_paid() {
-        return Ok(Prepared::default());
-    }
-    let details = s.customer_details.unwrap_or_default();
-    let mut name = details.name.filter(|n| !n.trim().is_empty());
-    let mut email = details
-        .email
-        .as_deref()
-        .or(s.customer_email.as_deref())
-        .and_then(Email::parse);
-    if email.is_none() {
-        let Some(customer) = &s.customer else {
-            return Err(HandlerError::invalid(
-                "checkout session",
-                "no buyer email and no customer",
-            ));
-        };
-        let Some(api) = &ctx.stripe else {
-            return Err(HandlerError::NotYet(format!(
-                "no buyer email in session {}: set STRIPE_SECRET_KEY to look up customer {customer}",
-                s.id
-            )));
-        };
-        let contact = api.customer(customer).await?;
-        email = contact.email.as_deref().and_then(Email::parse);
-        name = name.or(contact.name);
-        if email.is_none() {
-            return Err(HandlerError::NotYet(format!(
-                "Stripe customer {customer} has no email"
-            )));
-        }
-    }
-    let buyer = Buyer {
-        email: email.expect("checked above"),
-        name,
-        stripe_customer: s.customer.clone(),
-    };
-    Prepared::for_buyer(ctx, client, buyer).await
-}
+pub struct CheckoutCompleted;
 
-pub async fn completed(
-    tx: &Transaction<'_>,
-    event: &EventEnvelope,
-    prepared: &Prepared,
-) -> Result<Applied, HandlerError> {
-    let s: Session = event
-        .object_as()
-        .map_err(|e| HandlerError::invalid("checkout session", e))?;
-    if !s.is_paid() {
-        return Ok(Applied::note(format!(
-            "session {} is {}: provisioning waits for the payment",
-            s.id,
-            s.payment_status.as_deref().unwrap_or("unpaid")
-        )));
-    }
-    let buyer = prepared
-        .buyer
-        .as_ref()
-        .ok_or_else(|| HandlerError::NotYet("buyer not resolved".into()))?;
-    let user_id = provision::provision(tx, buyer, prepared.auth_user).await?;
-    let mut applied = Applied {
-        user_id: Some(user_id),
-        ..Applied::default()
-    };
-    match s.mode.as_deref() {
-        Some("payment") | None => {
-            // A session with nothing to pay has no payment intent; it is keyed by the session.
-            let intent = s.payment_intent.clone().unwrap_or_else(|| s.id.clone());
-            let price_id = s.metadata.get("price_id").and_then(|v| v.as_str());
-            upsert(
-                tx,
-                &IntentFacts {
-                    stripe_id: &intent,
-                    status: "succeeded",
-                    amount: s.amount_total.unwrap_or(0),
-                    currency: s.currency.as_deref().unwrap_or("usd"),
-                    user_id: Some(user_id),
-                    receipt_email: Some(buyer.email.as_str()),
-                    stripe_customer: s.customer.as_deref(),
-                    price_id,
-                },
-            )
-            .await?;
-            billing::attribute(tx, user_id, &intent).await?;
+impl Handler for CheckoutCompleted {
+    type Object = Session;
+    type Prepared = Option<PreparedBuyer>;
+    const OBJECT: &'static str = "checkout session";
+    const EVENT_TYPES: &'static [&'static str] = &[
+        "checkout.session.completed",
+        "checkout.session.async_payment_succeeded",
+    ];
+    const CALLS_OUT: bool = true;
+
+    /// The buyer's email (`customer_details.email`, else the prefilled `customer_email`, else
+    /// the directory's or Stripe's for the session's customer) and, with the admin API, their
+    /// auth user.
+    async fn prepare(
+        &self,
+        s: &Session,
+        _: &EventEnvelope,
+        cx: &PrepareContext<'_>,
+    ) -> Result<Option<PreparedBuyer>, HandlerError> {
+        if !s.is_paid() {
+            return Ok(None);
         }
-        Some("subscription") => {
-            if let Some(sub) = &s.subscription {
-                super::subscription::link_to_user(tx, sub, user_id).await?;
+        let details = s.customer_details.as_ref();
+        let email = details
+            .and_then(|d| d.email.as_deref())
+            .or(s.customer_email.as_deref());
+        let name = details.and_then(|d| d.name.as_deref());
+        match provision::find_buyer(cx, s.customer.as_deref(), email, name).await? {
+            Some(buyer) => provision::prepare_buyer(cx, buyer).await,
+            None => match &s.customer {
+                None => Err(HandlerError::invalid(
+                    "checkout session",
+                    "no buyer email and no customer",
+                )),
+                Some(customer) if cx.stripe.is_none() => Err(HandlerError::NotYet(format!(
+                    "no buyer email in session {}: waiting for customer {customer}'s email (or set STRIPE_SECRET_KEY to look it up)",
+                    s.id
+                ))),
+                Some(customer) => Err(HandlerError::NotYet(format!(
+                    "Stripe customer {customer} has no email"
+                ))),
+            },
+        }
+    }
+
+    async fn apply(
+        &self,
+        s: Session,
+        prepared: Option<PreparedBuyer>,
+        event: &EventEnvelope,
+        tx: &Transaction<'_>,
+    ) -> Result<Applied, HandlerError> {
+        if !s.is_paid() {
+            return Ok(Applied::note(format!(
+                "session {} is {}: provisioning waits for the payment",
+                s.id,
+                s.payment_status.as_deref().unwrap_or("unpaid")
+            )));
+        }
+        let prepared = prepared.ok_or_else(|| HandlerError::NotYet("buyer not resolved".into()))?;
+        let buyer = &prepared.buyer;
+        let user_id = provision::provision(tx, &prepared).await?;
+        let mut applied = Applied::for_user(Some(user_id));
+        match s.mode.as_deref() {
+            Some("payment") | None => {
+                // A session with nothing to pay has no payment intent; it is keyed by the session.
+                let intent = s.payment_intent.clone().unwrap_or_else(|| s.id.clone());
+                let price_id = s.metadata.get("price_id").and_then(|v| v.as_str());
+                upsert(
+                    tx,
+                    &IntentRow {
+                        stripe_id: &intent,
+                        status: "succeeded",
+                        amount: s.amount_total.unwrap_or(0),
+                        currency: s.currency.as_deref().unwrap_or("usd"),
+                        user_id: Some(user_id),
+                        receipt_email: Some(buyer.email.as_str()),
+                        stripe_customer: s.customer.as_deref(),
+                        price_id,
+                        checkout_session: Some(&s.id),
+                        paid_at: event.created,
+                        authoritative: false,
+                        livemode: event.livemode,
+                    },
+                )
+                .await?;
+            }
+            Some("subscription") => {
+                if let Some(sub) = &s.subscription {
+                    super::subscription::link_to_user(tx, sub, user_id).await?;
+                }
+            }
+            Some(other) => {
+                applied.note = Some(format!("mode {other}: buyer provisioned, nothing bought"))
             }
         }
-        Some(other) => {
-            applied.note = Some(format!("mode {other}: buyer provisioned, nothing bought"))
+        if let Some(customer) = &s.customer {
+            provision::link_customer(tx, user_id, customer, Some(&buyer.email)).await?;
+            applied.linked_customer = Some(customer.clone());
         }
+        Ok(applied)
     }
-    if let Some(customer) = &s.customer {
-        provision::link_customer(tx, user_id, customer, Some(&buyer.email)).await?;
-    }
-    Ok(applied)
 }

@@ -5,7 +5,16 @@ mod webhook;
 
 use actix_web::web;
 
+use crate::ingest::Pipeline;
+use crate::signature::Verifier;
+
 pub use webhook::MAX_BODY_BYTES;
+
+/// What every request handler shares.
+pub struct AppState {
+    pub pipeline: Pipeline,
+    pub verifier: Verifier,
+}
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/webhooks/stripe", web::post().to(webhook::receive))

@@ -5,9 +5,9 @@ use std::time::Duration;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+use super::AppState;
 use crate::db::migrate;
 use crate::metrics::{PoolGauges, QueueGauges};
-use crate::startup::AppState;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -18,7 +18,12 @@ pub async fn healthz() -> HttpResponse {
 /// Ready when the database answers and every migration compiled in is recorded.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let check = async {
-        let client = state.pipeline.pool.get().await.map_err(|e| e.to_string())?;
+        let client = state
+            .pipeline
+            .pool()
+            .get()
+            .await
+            .map_err(|e| e.to_string())?;
         migrate::pending(&**client).await.map_err(|e| e.to_string())
     };
     match tokio::time::timeout(PROBE_TIMEOUT, check).await {
@@ -47,7 +52,7 @@ where processing_status in ('pending', 'processing', 'failed', 'dead')";
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let pipeline = &state.pipeline;
     let queue = async {
-        let client = pipeline.pool.get().await.ok()?;
+        let client = pipeline.pool().get().await.ok()?;
         let row = client.query_one(QUEUE_GAUGES, &[]).await.ok()?;
         Some(QueueGauges {
             retry_due: row.get(0),
@@ -60,7 +65,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .await
         .ok()
         .flatten();
-    let status = pipeline.pool.status();
+    let status = pipeline.pool().status();
     let pool = PoolGauges {
         size: status.size,
         available: status.available,
@@ -69,5 +74,5 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     };
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(pipeline.metrics.render(queue.as_ref(), &pool))
+        .body(pipeline.metrics().render(queue.as_ref(), &pool))
 }

@@ -11,8 +11,8 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tracing::Instrument;
 
+use super::AppState;
 use crate::envelope::EventEnvelope;
-use crate::startup::AppState;
 
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
@@ -72,7 +72,7 @@ async fn handle(
     state: web::Data<AppState>,
     request_id: String,
 ) -> HttpResponse {
-    let metrics = &state.pipeline.metrics;
+    let metrics = state.pipeline.metrics();
     let body = match read_body(&req, payload).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {

@@ -1,7 +1,9 @@
 //! Integration tests: the real application against a real PostgreSQL (see helpers.rs).
 
+mod architecture;
 mod catalog;
 mod chaos;
+mod dependencies;
 mod fakes;
 mod flows;
 mod health;

@@ -2,8 +2,12 @@
 //! A missing or malformed variable stops the program with one line naming it; secret values are
 //! never part of an error message.
 
+mod database;
+
 use std::collections::HashMap;
 use std::time::Duration;
+
+pub use database::{DatabaseUrl, TlsMode};
 
 use crate::secret::Secret;
 use crate::signature::WebhookSecret;
@@ -69,9 +73,25 @@ fn seconds(src: &dyn Source, name: &'static str, default: f64) -> Result<Duratio
     })
 }
 
+/// A timeout: more than zero seconds.
+fn positive_seconds(
+    src: &dyn Source,
+    name: &'static str,
+    default: f64,
+) -> Result<Duration, ConfigError> {
+    let duration = seconds(src, name, default)?;
+    if duration.is_zero() {
+        return Err(ConfigError::Malformed {
+            name,
+            reason: "must be more than 0 seconds".into(),
+        });
+    }
+    Ok(duration)
+}
+
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
-    pub url: Secret,
+    pub url: DatabaseUrl,
     pub pool_size: usize,
     /// How long a request waits for a pooled connection before answering 503.
     pub acquire_timeout: Duration,
@@ -80,12 +100,12 @@ pub struct DatabaseSettings {
 impl DatabaseSettings {
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
         let url = required(src, "DATABASE_URL")?;
-        crate::db::ConnectOptions::parse(&url).map_err(|reason| ConfigError::Malformed {
+        let url = DatabaseUrl::parse(&url).map_err(|reason| ConfigError::Malformed {
             name: "DATABASE_URL",
             reason,
         })?;
         Ok(Self {
-            url: Secret::new(url),
+            url,
             pool_size: parsed(src, "DATABASE_POOL_SIZE", 16usize)?,
             acquire_timeout: seconds(src, "DATABASE_ACQUIRE_TIMEOUT_SECS", 5.0)?,
         })
@@ -97,8 +117,6 @@ pub struct WebhookSettings {
     /// Several during a secret rotation; a signature made with any of them is accepted.
     pub secrets: Vec<WebhookSecret>,
     pub tolerance: Duration,
-    /// When set, events of the other mode are recorded and `ignored`.
-    pub livemode: Option<bool>,
 }
 
 impl WebhookSettings {
@@ -118,28 +136,48 @@ impl WebhookSettings {
             return Err(ConfigError::Missing("STRIPE_WEBHOOK_SECRET"));
         }
         let tolerance: u64 = parsed(src, "STRIPE_WEBHOOK_TOLERANCE_SECS", 300u64)?;
-        let livemode = livemode(src)?;
         Ok(Self {
             secrets,
             tolerance: Duration::from_secs(tolerance),
-            livemode,
         })
     }
 }
 
-/// STRIPE_LIVEMODE: when set, events of the other mode are recorded and `ignored` (read by
-/// `serve` and by the CLI commands that process events).
-pub fn livemode(src: &dyn Source) -> Result<Option<bool>, ConfigError> {
-    match src.get("STRIPE_LIVEMODE") {
-        None => Ok(None),
-        Some(v) => v
-            .trim()
-            .parse::<bool>()
-            .map(Some)
-            .map_err(|_| ConfigError::Malformed {
-                name: "STRIPE_LIVEMODE",
-                reason: "expected true or false".into(),
-            }),
+/// The one mode this endpoint processes (events of the other are recorded and `ignored`):
+/// STRIPE_LIVEMODE when set, else the mode of STRIPE_SECRET_KEY (`sk_live_`/`rk_live_` or
+/// `sk_test_`/`rk_test_`), else none: both modes are processed (`serve` warns). A
+/// STRIPE_LIVEMODE that contradicts the key is a mistake worth stopping for.
+fn livemode(src: &dyn Source) -> Result<Option<bool>, ConfigError> {
+    let from_key = src.get("STRIPE_SECRET_KEY").and_then(|k| {
+        let k = k.trim();
+        if k.starts_with("sk_live_") || k.starts_with("rk_live_") {
+            Some(true)
+        } else if k.starts_with("sk_test_") || k.starts_with("rk_test_") {
+            Some(false)
+        } else {
+            None
+        }
+    });
+    let explicit = match src.get("STRIPE_LIVEMODE") {
+        None => None,
+        Some(v) => Some(
+            v.trim()
+                .parse::<bool>()
+                .map_err(|_| ConfigError::Malformed {
+                    name: "STRIPE_LIVEMODE",
+                    reason: "expected true or false".into(),
+                })?,
+        ),
+    };
+    match (explicit, from_key) {
+        (Some(set), Some(key)) if set != key => Err(ConfigError::Malformed {
+            name: "STRIPE_LIVEMODE",
+            reason: format!(
+                "{set} contradicts STRIPE_SECRET_KEY, which is a {} key",
+                if key { "live" } else { "test" }
+            ),
+        }),
+        (set, key) => Ok(set.or(key)),
     }
 }
 
@@ -147,6 +185,9 @@ pub fn livemode(src: &dyn Source) -> Result<Option<bool>, ConfigError> {
 pub struct StripeApiSettings {
     pub secret_key: Secret,
     pub base_url: String,
+    /// Per request, connecting included (async-stripe's client has no separate connect
+    /// timeout).
+    pub timeout: Duration,
 }
 
 impl StripeApiSettings {
@@ -169,6 +210,7 @@ impl StripeApiSettings {
         Ok(Some(Self {
             secret_key: Secret::new(key),
             base_url,
+            timeout: positive_seconds(src, "STRIPE_API_TIMEOUT_SECS", 10.0)?,
         }))
     }
 }
@@ -177,6 +219,9 @@ impl StripeApiSettings {
 pub struct SupabaseAuthSettings {
     pub url: String,
     pub service_role_key: Secret,
+    /// Per request, connecting included.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
 }
 
 impl SupabaseAuthSettings {
@@ -189,10 +234,16 @@ impl SupabaseAuthSettings {
             (None, None) => Ok(None),
             (Some(_), None) => Err(ConfigError::Missing("SUPABASE_SERVICE_ROLE_KEY")),
             (None, Some(_)) => Err(ConfigError::Missing("SUPABASE_URL")),
-            (Some(url), Some(key)) => Ok(Some(Self {
-                url: http_base_url(&url, "SUPABASE_URL")?,
-                service_role_key: Secret::new(key.trim()),
-            })),
+            (Some(url), Some(key)) => {
+                let timeout = positive_seconds(src, "SUPABASE_AUTH_TIMEOUT_SECS", 10.0)?;
+                let connect = positive_seconds(src, "SUPABASE_AUTH_CONNECT_TIMEOUT_SECS", 3.0)?;
+                Ok(Some(Self {
+                    url: http_base_url(&url, "SUPABASE_URL")?,
+                    service_role_key: Secret::new(key.trim()),
+                    timeout,
+                    connect_timeout: connect.min(timeout),
+                }))
+            }
         }
     }
 }
@@ -257,35 +308,61 @@ impl LogFormat {
     }
 }
 
+/// Everything that processes events needs: `serve`, and the operator commands that replay or
+/// ingest (which need no webhook secret).
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub database: DatabaseSettings,
+    pub retry: RetrySettings,
+    pub stripe_api: Option<StripeApiSettings>,
+    pub supabase_auth: Option<SupabaseAuthSettings>,
+    /// When set, events of the other mode are recorded and `ignored` (see `livemode`).
+    pub livemode: Option<bool>,
+    /// Names this process in `locked_by` and in logs.
+    pub worker_id: String,
+}
+
+impl PipelineSettings {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        Ok(Self {
+            database: DatabaseSettings::from_source(src)?,
+            retry: RetrySettings::from_source(src)?,
+            stripe_api: StripeApiSettings::from_source(src)?,
+            supabase_auth: SupabaseAuthSettings::from_source(src)?,
+            livemode: livemode(src)?,
+            worker_id: src.get("WORKER_ID").unwrap_or_else(default_worker_id),
+        })
+    }
+
+    /// An operator command's settings: its rows are locked by `<role>:<worker id>`, so a replay
+    /// is told apart from the workers beside it.
+    pub fn for_role(mut self, role: &str) -> Self {
+        self.worker_id = format!("{role}:{}", self.worker_id);
+        self
+    }
+}
+
 /// Everything `serve` needs, parsed once at start-up.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub database: DatabaseSettings,
+    pub pipeline: PipelineSettings,
     pub webhook: WebhookSettings,
-    pub stripe_api: Option<StripeApiSettings>,
-    pub supabase_auth: Option<SupabaseAuthSettings>,
-    pub retry: RetrySettings,
     pub host: String,
     pub port: u16,
-    /// Names this process in `locked_by` and in logs.
-    pub worker_id: String,
 }
 
 impl Settings {
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
         Ok(Self {
-            database: DatabaseSettings::from_source(src)?,
+            pipeline: PipelineSettings::from_source(src)?,
             webhook: WebhookSettings::from_source(src)?,
-            stripe_api: StripeApiSettings::from_source(src)?,
-            supabase_auth: SupabaseAuthSettings::from_source(src)?,
-            retry: RetrySettings::from_source(src)?,
             host: src.get("HOST").unwrap_or_else(|| "0.0.0.0".into()),
             port: parsed(src, "PORT", 8080u16)?,
-            worker_id: src.get("WORKER_ID").unwrap_or_else(default_worker_id),
         })
     }
 }
 
+/// `hostname:pid`, unique enough among the replicas sharing a database.
 fn default_worker_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
@@ -319,9 +396,44 @@ mod tests {
         assert_eq!(s.host, "0.0.0.0");
         assert_eq!(s.webhook.tolerance, Duration::from_secs(300));
         assert_eq!(s.webhook.secrets.len(), 1);
-        assert!(s.stripe_api.is_none());
-        assert!(s.supabase_auth.is_none());
-        assert_eq!(s.webhook.livemode, None);
+        assert!(s.pipeline.stripe_api.is_none());
+        assert!(s.pipeline.supabase_auth.is_none());
+        assert_eq!(s.pipeline.livemode, None);
+    }
+
+    #[test]
+    fn the_mode_comes_from_stripe_livemode_else_from_the_secret_key() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut e = env(BASE);
+            for (k, v) in pairs {
+                e.insert((*k).into(), (*v).into());
+            }
+            Settings::from_source(&e).map(|s| s.pipeline.livemode)
+        };
+        assert_eq!(with(&[]), Ok(None), "neither: both modes");
+        assert_eq!(with(&[("STRIPE_SECRET_KEY", "sk_live_x")]), Ok(Some(true)));
+        assert_eq!(with(&[("STRIPE_SECRET_KEY", "rk_live_x")]), Ok(Some(true)));
+        assert_eq!(with(&[("STRIPE_SECRET_KEY", "sk_test_x")]), Ok(Some(false)));
+        assert_eq!(with(&[("STRIPE_SECRET_KEY", "rk_test_x")]), Ok(Some(false)));
+        assert_eq!(with(&[("STRIPE_LIVEMODE", "true")]), Ok(Some(true)));
+        assert_eq!(
+            with(&[
+                ("STRIPE_LIVEMODE", "false"),
+                ("STRIPE_SECRET_KEY", "sk_test_x")
+            ]),
+            Ok(Some(false))
+        );
+        let contradiction = with(&[
+            ("STRIPE_LIVEMODE", "false"),
+            ("STRIPE_SECRET_KEY", "sk_live_x"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            contradiction,
+            "STRIPE_LIVEMODE is malformed: false contradicts STRIPE_SECRET_KEY, which is a live key"
+        );
+        assert!(!contradiction.contains("sk_live_x"), "never the key itself");
     }
 
     #[test]
@@ -373,6 +485,35 @@ mod tests {
         );
         let msg = Settings::from_source(&e).unwrap_err().to_string();
         assert!(msg.starts_with("DATABASE_URL is malformed"), "{msg}");
+    }
+
+    #[test]
+    fn external_api_timeouts_have_defaults_and_must_be_positive() {
+        let mut e = env(BASE);
+        e.insert("STRIPE_SECRET_KEY".into(), "sk_test_1".into());
+        e.insert("SUPABASE_URL".into(), "https://x.supabase.co".into());
+        e.insert("SUPABASE_SERVICE_ROLE_KEY".into(), "key".into());
+        let s = PipelineSettings::from_source(&e).unwrap();
+        assert_eq!(s.stripe_api.unwrap().timeout, Duration::from_secs(10));
+        let auth = s.supabase_auth.unwrap();
+        assert_eq!(auth.timeout, Duration::from_secs(10));
+        assert_eq!(auth.connect_timeout, Duration::from_secs(3));
+        e.insert("STRIPE_API_TIMEOUT_SECS".into(), "0".into());
+        let msg = PipelineSettings::from_source(&e).unwrap_err().to_string();
+        assert!(
+            msg.starts_with("STRIPE_API_TIMEOUT_SECS is malformed"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn operator_commands_name_their_role_in_the_worker_id() {
+        let mut e = env(BASE);
+        e.insert("WORKER_ID".into(), "w1".into());
+        let s = PipelineSettings::from_source(&e)
+            .unwrap()
+            .for_role("replay");
+        assert_eq!(s.worker_id, "replay:w1");
     }
 
     #[test]
