@@ -10,6 +10,7 @@ mod flows;
 mod health;
 mod helpers;
 mod ingest;
+mod ledger_properties;
 mod migrate;
 mod money;
 mod operator;
