@@ -17,5 +17,6 @@ mod operator;
 mod processes;
 mod properties;
 mod purchase;
+mod purchase_paths;
 mod signature_vectors;
 mod subscription;
