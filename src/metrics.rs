@@ -127,13 +127,13 @@ impl Metrics {
             gauge(
                 &mut out,
                 "stripe_worker_retry_queue_due",
-                "Failed events due for a retry now.",
+                "Events the retrier takes on its next pass (failed and past their next attempt, pending, or with an expired lease).",
                 q.retry_due as f64,
             );
             gauge(
                 &mut out,
                 "stripe_worker_retry_queue_scheduled",
-                "Failed events waiting for a later retry.",
+                "Failed events waiting for a later attempt.",
                 q.retry_scheduled as f64,
             );
             gauge(

@@ -10,7 +10,7 @@ use super::context::{self, parse_instant};
 use super::progress::Progress;
 use crate::config::{ConfigError, Source, StripeApiSettings};
 use crate::envelope::EventEnvelope;
-use crate::ingest::{DeliveryStatus, Pipeline};
+use crate::ingest::DeliveryStatus;
 use crate::stripe_api::StripeApi;
 use crate::stripe_events::{self, RateLimitBackoff, MAX_PAGE};
 
@@ -37,13 +37,6 @@ pub struct BackfillArgs {
           value_parser = clap::value_parser!(i64).range(1..=MAX_PAGE))]
     pub page_size: i64,
 }
-
-/// Which of `$1` are stored already.
-const STORED: &str =
-    "select stripe_event_id from public.stripe_webhook_events where stripe_event_id = any($1)";
-
-/// Ids checked per query.
-const STORED_CHUNK: usize = 1000;
 
 /// How long Stripe keeps events.
 const RETENTION_DAYS: i64 = 30;
@@ -142,7 +135,7 @@ pub async fn run_with(
     events.sort_by_key(|e| e.created);
 
     let ids: Vec<String> = events.iter().map(|e| e.id.as_str().to_owned()).collect();
-    let stored = stored_ids(&pipeline, &ids).await?;
+    let stored = pipeline.stored_event_ids(&ids).await?;
     let missing: Vec<_> = events
         .iter()
         .filter(|e| !stored.contains(e.id.as_str()))
@@ -190,19 +183,4 @@ pub async fn run_with(
     }
     writeln!(out, "{}", summary.line())?;
     Ok(summary)
-}
-
-async fn stored_ids(
-    pipeline: &Pipeline,
-    ids: &[String],
-) -> anyhow::Result<std::collections::HashSet<String>> {
-    let client = pipeline.pool().get().await?;
-    let stmt = client.prepare_cached(STORED).await?;
-    let mut stored = std::collections::HashSet::new();
-    for chunk in ids.chunks(STORED_CHUNK) {
-        for row in client.query(&stmt, &[&chunk]).await? {
-            stored.insert(row.get::<_, String>(0));
-        }
-    }
-    Ok(stored)
 }

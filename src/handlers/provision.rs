@@ -58,14 +58,8 @@ pub async fn customer_is_mapped(
     Ok(cx.query_opt(RESOLVE_CUSTOMER, &[&id]).await?.is_some())
 }
 
-/// The same look-up as `find_or_create_auth_user`: the instance_id condition lets it use
-/// auth.users' (instance_id, lower(email)) index.
-const FIND_AUTH_USER: &str = "
-select id from auth.users
-where lower(email::text) = lower(btrim($1))
-  and (instance_id = '00000000-0000-0000-0000-000000000000' or instance_id is null)
-  and not is_sso_user and deleted_at is null
-order by created_at nulls last, id limit 1";
+/// The auth user with this address: the database's one definition of that look-up.
+const FIND_AUTH_USER: &str = "select public.find_auth_user($1)";
 
 async fn find_auth_user(
     cx: &PrepareContext<'_>,
@@ -74,7 +68,7 @@ async fn find_auth_user(
     Ok(cx
         .query_opt(FIND_AUTH_USER, &[&email.as_str()])
         .await?
-        .map(|r| r.get(0)))
+        .and_then(|r| r.get(0)))
 }
 
 /// Before the event's transaction: with the Supabase Auth admin API configured, make sure the

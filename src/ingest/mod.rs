@@ -19,6 +19,7 @@
 mod attempt;
 mod backoff;
 mod replay;
+pub mod report;
 mod sql;
 mod status;
 
