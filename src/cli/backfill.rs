@@ -62,6 +62,29 @@ impl BackfillSummary {
         self.failed == 0
     }
 
+    /// Counts one ingested event; returns how its line names the outcome.
+    fn count(&mut self, status: DeliveryStatus) -> &'static str {
+        match status {
+            DeliveryStatus::Processed => {
+                self.processed += 1;
+                "processed"
+            }
+            DeliveryStatus::Ignored => {
+                self.ignored += 1;
+                "ignored"
+            }
+            DeliveryStatus::Failed => {
+                self.failed += 1;
+                "failed"
+            }
+            // Stored meanwhile (a webhook delivery of it arrived).
+            DeliveryStatus::Duplicate => {
+                self.already_stored += 1;
+                "already stored"
+            }
+        }
+    }
+
     fn line(&self) -> String {
         format!(
             "listed {}, already stored {}, ingested {}: processed {}, ignored {}, failed {}",
@@ -107,13 +130,52 @@ pub async fn run_with(
     let api = StripeApi::new(&settings)?;
     let pipeline = context::pipeline(src, "backfill")?;
     let mut summary = BackfillSummary::default();
+    let events = list_oldest_first(&api, args, backoff, &mut summary).await?;
+    let ids: Vec<String> = events.iter().map(|e| e.id.as_str().to_owned()).collect();
+    let stored = pipeline.stored_event_ids(&ids).await?;
+    let missing: Vec<_> = events
+        .iter()
+        .filter(|e| !stored.contains(e.id.as_str()))
+        .collect();
+    summary.already_stored = events.len() - missing.len();
+    let request_id = format!("backfill:{}", uuid::Uuid::new_v4());
+    let progress = Progress::new(missing.len(), interactive, "ingesting");
+    for event in missing {
+        let body = stripe_events::envelope(event).to_string();
+        let envelope = EventEnvelope::parse(body.as_bytes())?;
+        let status = pipeline.deliver(&envelope, &body, &request_id).await?;
+        let label = summary.count(status);
+        progress.line(
+            out,
+            &format!("{} {} -> {label}", envelope.id, envelope.event_type),
+        )?;
+        progress.inc();
+    }
+    progress.finish();
+    if summary.rate_limited > 0 {
+        writeln!(
+            out,
+            "rate limited {} times (waited and retried)",
+            summary.rate_limited
+        )?;
+    }
+    writeln!(out, "{}", summary.line())?;
+    Ok(summary)
+}
 
-    // Stripe lists newest first: collect everything, then ingest oldest first.
+/// Every event in the range, oldest first. Stripe lists newest first: collect everything,
+/// then reverse.
+async fn list_oldest_first(
+    api: &StripeApi,
+    args: &BackfillArgs,
+    backoff: RateLimitBackoff,
+    summary: &mut BackfillSummary,
+) -> anyhow::Result<Vec<stripe_core::Event>> {
     let mut events = Vec::new();
     let mut after: Option<String> = None;
     loop {
         let page = stripe_events::list_page(
-            &api,
+            api,
             args.since,
             args.until,
             after.as_deref(),
@@ -133,54 +195,5 @@ pub async fn run_with(
     events.reverse();
     // Stable: events of the same second keep Stripe's (reversed) order.
     events.sort_by_key(|e| e.created);
-
-    let ids: Vec<String> = events.iter().map(|e| e.id.as_str().to_owned()).collect();
-    let stored = pipeline.stored_event_ids(&ids).await?;
-    let missing: Vec<_> = events
-        .iter()
-        .filter(|e| !stored.contains(e.id.as_str()))
-        .collect();
-    summary.already_stored = events.len() - missing.len();
-
-    let request_id = format!("backfill:{}", uuid::Uuid::new_v4());
-    let progress = Progress::new(missing.len(), interactive, "ingesting");
-    for event in missing {
-        let body = stripe_events::envelope(event).to_string();
-        let envelope = EventEnvelope::parse(body.as_bytes())?;
-        let status = pipeline.deliver(&envelope, &body, &request_id).await?;
-        let label = match status {
-            DeliveryStatus::Processed => {
-                summary.processed += 1;
-                "processed"
-            }
-            DeliveryStatus::Ignored => {
-                summary.ignored += 1;
-                "ignored"
-            }
-            DeliveryStatus::Failed => {
-                summary.failed += 1;
-                "failed"
-            }
-            // Stored meanwhile (a webhook delivery of it arrived).
-            DeliveryStatus::Duplicate => {
-                summary.already_stored += 1;
-                "already stored"
-            }
-        };
-        progress.line(
-            out,
-            &format!("{} {} -> {label}", envelope.id, envelope.event_type),
-        )?;
-        progress.inc();
-    }
-    progress.finish();
-    if summary.rate_limited > 0 {
-        writeln!(
-            out,
-            "rate limited {} times (waited and retried)",
-            summary.rate_limited
-        )?;
-    }
-    writeln!(out, "{}", summary.line())?;
-    Ok(summary)
+    Ok(events)
 }

@@ -7,7 +7,7 @@ use clap::Args;
 
 use crate::config::{DatabaseSettings, Source};
 use crate::db;
-use crate::ingest::report::{self, StatusReport};
+use crate::ingest::report::{self, RetryQueue, StatusReport, StuckEvent};
 
 /// Show event counts, the retry queue and the oldest failures.
 ///
@@ -48,6 +48,20 @@ fn render(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
         r.generated_at.format("%Y-%m-%d %H:%M:%S UTC")
     )?;
     writeln!(out)?;
+    render_counts(r, out)?;
+    writeln!(out)?;
+    render_queue(&r.retry_queue, out)?;
+    for (title, list) in [
+        ("oldest failed", &r.oldest_failed),
+        ("oldest dead", &r.oldest_dead),
+    ] {
+        writeln!(out)?;
+        render_stuck(title, list, out)?;
+    }
+    Ok(())
+}
+
+fn render_counts(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(out, "{:<12} {:>10} {:>10}", "status", "last 24h", "last 7d")?;
     let (a, b) = (&r.by_status_24h, &r.by_status_7d);
     for (name, x, y) in [
@@ -77,8 +91,10 @@ fn render(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
     if r.by_type.is_empty() {
         writeln!(out, "(no events in the last 7 days)")?;
     }
-    writeln!(out)?;
-    let q = &r.retry_queue;
+    Ok(())
+}
+
+fn render_queue(q: &RetryQueue, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(
         out,
         "retry queue: {} due now, {} later (next {}); due now includes {} pending and {} expired leases; {} processing",
@@ -98,32 +114,29 @@ fn render(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
         out,
         "all time: {} failed, {} dead",
         q.failed_total, q.dead_total
-    )?;
-    for (title, list) in [
-        ("oldest failed", &r.oldest_failed),
-        ("oldest dead", &r.oldest_dead),
-    ] {
-        writeln!(out)?;
-        writeln!(out, "{title}:")?;
-        if list.is_empty() {
-            writeln!(out, "  (none)")?;
-        }
-        for e in list {
-            let error = e.error.as_deref().unwrap_or("-");
-            let error: String = if error.chars().count() > ERROR_WIDTH {
-                error.chars().take(ERROR_WIDTH).chain("…".chars()).collect()
-            } else {
-                error.to_owned()
-            };
-            writeln!(
-                out,
-                "  {} {} received {} attempts {}  error: {error}",
-                e.event_id,
-                e.event_type,
-                e.received_at.format("%Y-%m-%d %H:%M:%S UTC"),
-                e.retry_count
-            )?;
-        }
+    )
+}
+
+fn render_stuck(title: &str, list: &[StuckEvent], out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(out, "{title}:")?;
+    if list.is_empty() {
+        writeln!(out, "  (none)")?;
+    }
+    for e in list {
+        let error = e.error.as_deref().unwrap_or("-");
+        let error: String = if error.chars().count() > ERROR_WIDTH {
+            error.chars().take(ERROR_WIDTH).chain("…".chars()).collect()
+        } else {
+            error.to_owned()
+        };
+        writeln!(
+            out,
+            "  {} {} received {} attempts {}  error: {error}",
+            e.event_id,
+            e.event_type,
+            e.received_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            e.retry_count
+        )?;
     }
     Ok(())
 }

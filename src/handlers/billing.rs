@@ -1,18 +1,50 @@
-//! Billing history (seed 000's `public.events`): one row per money event, keyed by the Stripe
-//! event id, so replays write nothing twice.
+//! Billing history (`public.events`, the table the frontend's history page reads): one row per
+//! money event, keyed by the Stripe event id, so replays write nothing twice.
 
+use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use serde_json::Value;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::envelope::EventEnvelope;
 
+/// Parameters: `HistoryRow`.
 const INSERT: &str = "
 insert into public.events
   (category, event_type, source, user_id, amount, currency, occurred_at, external_id, metadata)
 values ('billing', $1, 'stripe', $2, $3::int8::numeric / (10::numeric ^ $4::int4), $5,
         coalesce($6, now()), $7, $8)
 on conflict (source, external_id) do nothing";
+
+/// `INSERT`'s parameters, in their order ($1 … $8).
+struct HistoryRow<'a> {
+    event_type: String,
+    user_id: Option<Uuid>,
+    /// In the currency's minor unit; divided by 10^`decimals` in SQL.
+    amount_minor: Option<i64>,
+    decimals: i32,
+    currency: Option<&'a str>,
+    /// The Stripe event's `created` (now when it has none).
+    occurred_at: Option<DateTime<Utc>>,
+    external_id: &'a str,
+    metadata: &'a Value,
+}
+
+impl HistoryRow<'_> {
+    fn params(&self) -> [&(dyn ToSql + Sync); 8] {
+        [
+            &self.event_type,
+            &self.user_id,
+            &self.amount_minor,
+            &self.decimals,
+            &self.currency,
+            &self.occurred_at,
+            &self.external_id,
+            self.metadata,
+        ]
+    }
+}
 
 /// Stripe amounts are in the currency's minor unit; most have two decimals, these not.
 fn decimals(currency: &str) -> i32 {
@@ -40,22 +72,18 @@ pub async fn record(
     entry: Entry<'_>,
 ) -> Result<(), tokio_postgres::Error> {
     let currency = entry.currency.map(str::to_ascii_lowercase);
-    let decimals = currency.as_deref().map_or(2, decimals);
+    let row = HistoryRow {
+        event_type: format!("stripe.{}", event.event_type),
+        user_id: entry.user_id,
+        amount_minor: entry.amount_minor,
+        decimals: currency.as_deref().map_or(2, decimals),
+        currency: currency.as_deref(),
+        occurred_at: event.created,
+        external_id: entry.external_id,
+        metadata: &entry.metadata,
+    };
     let stmt = tx.prepare_cached(INSERT).await?;
-    tx.execute(
-        &stmt,
-        &[
-            &format!("stripe.{}", event.event_type),
-            &entry.user_id,
-            &entry.amount_minor,
-            &decimals,
-            &currency,
-            &event.created,
-            &entry.external_id,
-            &entry.metadata,
-        ],
-    )
-    .await?;
+    tx.execute(&stmt, &row.params()).await?;
     Ok(())
 }
 

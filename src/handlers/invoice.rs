@@ -9,6 +9,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use deadpool_postgres::Transaction;
 use serde::Deserialize;
 use serde_json::json;
+use tokio_postgres::Row;
+use uuid::Uuid;
 
 use super::object::expandable_id;
 use super::provision;
@@ -123,35 +125,14 @@ impl Handler for Invoices {
             )));
         };
         let stmt = tx.prepare_cached(SUBSCRIPTION).await?;
-        let row = tx.query_opt(&stmt, &[&sub]).await?;
-        let user_id = match &row {
-            Some(r) => Some(r.get::<_, uuid::Uuid>(0)),
+        let stored = tx.query_opt(&stmt, &[&sub]).await?;
+        let user_id = match &stored {
+            Some(r) => Some(r.get::<_, Uuid>(0)),
             None => provision::resolve_customer(tx, inv.customer.as_deref()).await?,
         };
         let paid = event.event_type != "invoice.payment_failed";
-        let period = inv.period();
         if paid {
-            // Only cycle and first invoices pay a whole period; proration invoices of a plan
-            // change pay a part of the current one, which already has its voucher.
-            let pays_period = matches!(
-                inv.billing_reason.as_deref(),
-                Some("subscription_create" | "subscription_cycle") | None
-            );
-            if let (true, Some((start, end))) = (pays_period, period) {
-                let Some(row) = &row else {
-                    return Err(HandlerError::NotYet(format!(
-                        "subscription {sub} of invoice {} is not stored yet",
-                        inv.id
-                    )));
-                };
-                let price: Option<String> = row.get(1);
-                let stmt = tx.prepare_cached(RECORD_PERIOD).await?;
-                tx.execute(
-                    &stmt,
-                    &[&sub, &row.get::<_, uuid::Uuid>(0), &price, &start, &end],
-                )
-                .await?;
-            }
+            record_paid_period(tx, &inv, &sub, stored.as_ref()).await?;
         }
         let Some(user_id) = user_id else {
             return Err(HandlerError::NotYet(format!(
@@ -159,37 +140,73 @@ impl Handler for Invoices {
                 inv.id
             )));
         };
-        let meta = json!({
-            "invoice": inv.id, "subscription": sub, "customer": inv.customer,
-            "billing_reason": inv.billing_reason, "attempt_count": inv.attempt_count,
-            "period_start": period.map(|p| p.0), "period_end": period.map(|p| p.1),
-        });
-        // invoice.paid and invoice.payment_succeeded report one payment: one row per invoice.
-        let external = if paid {
-            inv.id.clone()
-        } else {
-            event.id.clone()
-        };
-        let amount = if paid {
-            inv.amount_paid
-        } else {
-            inv.amount_due
-        };
-        let entry = billing::Entry {
-            user_id: Some(user_id),
-            amount_minor: amount,
-            currency: inv.currency.as_deref(),
-            external_id: &external,
-            metadata: meta,
-        };
-        billing::record(tx, event, entry).await?;
+        record_history(tx, event, &inv, &sub, user_id, paid).await?;
         let note = (!paid).then(|| {
             "payment failed: the subscription's own events carry its new status".to_owned()
         });
         Ok(Applied {
-            user_id: Some(user_id),
             note,
-            ..Applied::default()
+            ..Applied::for_user(Some(user_id))
         })
     }
+}
+
+/// A paid invoice that pays a whole period records it (its voucher follows by trigger). Only
+/// cycle and first invoices do; proration invoices of a plan change pay a part of the current
+/// period, which already has its voucher. `stored`: the subscription's (user_id, price_id).
+async fn record_paid_period(
+    tx: &Transaction<'_>,
+    inv: &Invoice,
+    sub: &str,
+    stored: Option<&Row>,
+) -> Result<(), HandlerError> {
+    let pays_period = matches!(
+        inv.billing_reason.as_deref(),
+        Some("subscription_create" | "subscription_cycle") | None
+    );
+    let Some((start, end)) = inv.period().filter(|_| pays_period) else {
+        return Ok(());
+    };
+    let Some(row) = stored else {
+        return Err(HandlerError::NotYet(format!(
+            "subscription {sub} of invoice {} is not stored yet",
+            inv.id
+        )));
+    };
+    let (user_id, price): (Uuid, Option<String>) = (row.get(0), row.get(1));
+    let stmt = tx.prepare_cached(RECORD_PERIOD).await?;
+    tx.execute(&stmt, &[&sub, &user_id, &price, &start, &end])
+        .await?;
+    Ok(())
+}
+
+/// Every invoice payment and failure is billing history. invoice.paid and
+/// invoice.payment_succeeded report one payment: one row per invoice.
+async fn record_history(
+    tx: &Transaction<'_>,
+    event: &EventEnvelope,
+    inv: &Invoice,
+    sub: &str,
+    user_id: Uuid,
+    paid: bool,
+) -> Result<(), tokio_postgres::Error> {
+    let period = inv.period();
+    let meta = json!({
+        "invoice": inv.id, "subscription": sub, "customer": inv.customer,
+        "billing_reason": inv.billing_reason, "attempt_count": inv.attempt_count,
+        "period_start": period.map(|p| p.0), "period_end": period.map(|p| p.1),
+    });
+    let (external_id, amount) = if paid {
+        (&inv.id, inv.amount_paid)
+    } else {
+        (&event.id, inv.amount_due)
+    };
+    let entry = billing::Entry {
+        user_id: Some(user_id),
+        amount_minor: amount,
+        currency: inv.currency.as_deref(),
+        external_id,
+        metadata: meta,
+    };
+    billing::record(tx, event, entry).await
 }

@@ -3,6 +3,7 @@
 use deadpool_postgres::Transaction;
 use serde::Deserialize;
 use serde_json::json;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::object::{expandable_id, metadata};
@@ -55,19 +56,9 @@ fn status_rank(status: &str) -> i64 {
     }
 }
 
-pub struct IntentFacts<'a> {
-    pub stripe_id: &'a str,
-    pub status: &'a str,
-    pub amount: i64,
-    pub currency: &'a str,
-    pub user_id: Option<Uuid>,
-    pub receipt_email: Option<&'a str>,
-    pub stripe_customer: Option<&'a str>,
-    pub price_id: Option<&'a str>,
-}
-
 /// Terminal states stay terminal (a late `processing` never undoes `succeeded`); the owner and
 /// the price, once known, stay. The voucher trigger watches status, customer_id and price_id.
+/// Parameters: `IntentFacts`.
 const UPSERT: &str = "
 insert into public.payment_intents
   (stripe_payment_intent_id, status, amount, currency, customer_id, receipt_email,
@@ -83,6 +74,33 @@ set status = case when payment_intents.status in ('succeeded', 'canceled')
     price_id = coalesce(payment_intents.price_id, excluded.price_id)
 returning id";
 
+/// `UPSERT`'s parameters, in their order ($1 … $8).
+pub struct IntentFacts<'a> {
+    pub stripe_id: &'a str,
+    pub status: &'a str,
+    pub amount: i64,
+    pub currency: &'a str,
+    pub user_id: Option<Uuid>,
+    pub receipt_email: Option<&'a str>,
+    pub stripe_customer: Option<&'a str>,
+    pub price_id: Option<&'a str>,
+}
+
+impl IntentFacts<'_> {
+    fn params(&self) -> [&(dyn ToSql + Sync); 8] {
+        [
+            &self.stripe_id,
+            &self.status,
+            &self.amount,
+            &self.currency,
+            &self.user_id,
+            &self.receipt_email,
+            &self.stripe_customer,
+            &self.price_id,
+        ]
+    }
+}
+
 pub async fn upsert(
     tx: &Transaction<'_>,
     f: &IntentFacts<'_>,
@@ -91,22 +109,7 @@ pub async fn upsert(
         provision::ensure_customer_row(tx, user).await?;
     }
     let stmt = tx.prepare_cached(UPSERT).await?;
-    let row = tx
-        .query_one(
-            &stmt,
-            &[
-                &f.stripe_id,
-                &f.status,
-                &f.amount,
-                &f.currency,
-                &f.user_id,
-                &f.receipt_email,
-                &f.stripe_customer,
-                &f.price_id,
-            ],
-        )
-        .await?;
-    Ok(row.get(0))
+    Ok(tx.query_one(&stmt, &f.params()).await?.get(0))
 }
 
 /// A succeeded intent of a buyer we do not know (payment link, API purchase) provisions them
