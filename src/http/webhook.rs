@@ -164,7 +164,7 @@ async fn handle(
                 _ => "accepted",
             };
             metrics.delivery(outcome, status.as_str());
-            tracing::info!(outcome = status.as_str(), "delivery answered");
+            tracing::info!(event_id = %envelope.id, outcome = status.as_str(), "delivery answered");
             HttpResponse::Ok().json(json!({ "event_id": envelope.id, "status": status }))
         }
         Err(e) => {
