@@ -1,5 +1,6 @@
 //! `migrate`: Supabase-compatible history, idempotent, safe concurrently, and safe on top of
-//! the production schema (seed 002) with its data and duplicates.
+//! the production schema as it exists before the worker (`tests/fixtures/production_seed002.sql`)
+//! with its data and duplicates.
 
 use stripe_worker::db::migrate;
 
@@ -161,7 +162,7 @@ async fn migrating_the_production_schema_keeps_every_row_and_logs_resolved_dupli
             .get::<_, i64>(0),
         0
     );
-    // Seed 002's pending step 1: every profile has its email now.
+    // Every profile has its email now (public.users mirrors auth.users' address).
     let missing_email: i64 = client
         .query_one(
             "select count(*) from public.users u join auth.users a on a.id = u.id

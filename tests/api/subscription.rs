@@ -1,4 +1,4 @@
-//! Subscriptions (issue 5): lifecycle under every delivery order, both API shapes, renewals
+//! Subscriptions: lifecycle under every delivery order, both API shapes, renewals
 //! through invoices, events before their checkout, cancellation, tiers.
 
 use serde_json::{json, Value};
