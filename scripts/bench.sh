@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Benchmark: the release worker against a throwaway PostgreSQL with default durability (fsync
+# Benchmark: the optimized worker (the `profiling` profile: release plus symbols and line tables,
+# so perf can attribute time) against a throwaway PostgreSQL with default durability (fsync
 # on), driven by stripe-worker-loadgen, next to the pgbench ceiling for the same SQL per event.
 # Everything listens on 127.0.0.1, is bounded, and is stopped on exit (by PID / pg_ctl).
 #
@@ -18,11 +19,11 @@ pool="${BENCH_POOL_SIZE:-16}"
 max_load="${BENCH_MAX_LOAD:-1.5}"
 n_catalog=$((20000 * scale)); n_purchase=$((10000 * scale)); n_sub=$((5000 * scale)); n_dup=$((10000 * scale))
 secret="whsec_bench_only_not_a_real_secret"
-release="${CARGO_TARGET_DIR:-target}/release"
+build="${CARGO_TARGET_DIR:-target}/profiling"
 out="${CARGO_TARGET_DIR:-target}/bench"; mkdir -p "$out"
 
 ensure_postgres
-cargo build --release --locked --bins --quiet
+cargo build --profile profiling --locked --bins --quiet
 bin="$(pg_bindir)"
 
 work="$(mktemp -d)"
@@ -42,19 +43,19 @@ pg_port="$(free_port)"
 pg_start "$work/data" "$pg_port" max_connections=100
 db="postgres://postgres@127.0.0.1:${pg_port}/postgres"
 psql_db=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres)
-DATABASE_URL="$db" "$release/stripe-worker" migrate --platform >/dev/null
+DATABASE_URL="$db" "$build/stripe-worker" migrate --platform >/dev/null
 "${psql_db[@]}" -f supabase/seed.sql >/dev/null
 
 http_port="$(free_port)"
 DATABASE_URL="$db" STRIPE_WEBHOOK_SECRET="$secret" HOST=127.0.0.1 PORT="$http_port" \
   LOG_FORMAT=json RUST_LOG=warn DATABASE_POOL_SIZE="$pool" \
-  "$release/stripe-worker" serve >"$out/worker.log" 2>&1 &
+  "$build/stripe-worker" serve >"$out/worker.log" 2>&1 &
 worker_pid=$!
 url="http://127.0.0.1:${http_port}"
 for _ in $(seq 100); do curl -fsS "$url/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -fsS "$url/readyz" >/dev/null
 
-loadgen() { STRIPE_WEBHOOK_SECRET="$secret" "$release/stripe-worker-loadgen" --url "$url" "$@"; }
+loadgen() { STRIPE_WEBHOOK_SECRET="$secret" "$build/stripe-worker-loadgen" --url "$url" "$@"; }
 
 # 1. The SQL each kind of event costs, from the server's own log (a few events per mix).
 "${psql_db[@]}" -c "alter system set log_statement = 'all'" -c "select pg_reload_conf()" >/dev/null

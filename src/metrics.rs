@@ -78,11 +78,21 @@ impl Metrics {
     }
 
     pub fn render(&self, queue: Option<&QueueGauges>, pool: &PoolGauges) -> String {
-        let inner = self.inner.lock().unwrap();
         let mut out = String::with_capacity(4096);
+        self.inner.lock().unwrap().render(&mut out);
+        if let Some(q) = queue {
+            q.render(&mut out);
+        }
+        pool.render(&mut out);
+        out
+    }
+}
+
+impl Inner {
+    fn render(&self, out: &mut String) {
         out.push_str("# HELP stripe_worker_deliveries_total Webhook deliveries by outcome.\n");
         out.push_str("# TYPE stripe_worker_deliveries_total counter\n");
-        for ((outcome, reason), n) in &inner.deliveries {
+        for ((outcome, reason), n) in &self.deliveries {
             let _ = writeln!(
                 out,
                 "stripe_worker_deliveries_total{{outcome=\"{outcome}\",reason=\"{reason}\"}} {n}"
@@ -92,7 +102,7 @@ impl Metrics {
             "# HELP stripe_worker_events_total Events processed, by type and resulting status.\n",
         );
         out.push_str("# TYPE stripe_worker_events_total counter\n");
-        for ((event_type, status), n) in &inner.events {
+        for ((event_type, status), n) in &self.events {
             let _ = writeln!(
                 out,
                 "stripe_worker_events_total{{type=\"{}\",status=\"{status}\"}} {n}",
@@ -105,75 +115,82 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "stripe_worker_processing_seconds_bucket{{le=\"{le}\"}} {}",
-                inner.buckets[i]
+                self.buckets[i]
             );
         }
         let _ = writeln!(
             out,
             "stripe_worker_processing_seconds_bucket{{le=\"+Inf\"}} {}",
-            inner.latency_count
+            self.latency_count
         );
         let _ = writeln!(
             out,
             "stripe_worker_processing_seconds_sum {}",
-            inner.latency_sum
+            self.latency_sum
         );
         let _ = writeln!(
             out,
             "stripe_worker_processing_seconds_count {}",
-            inner.latency_count
+            self.latency_count
         );
-        if let Some(q) = queue {
-            gauge(
-                &mut out,
-                "stripe_worker_retry_queue_due",
-                "Failed events due for a retry now.",
-                q.retry_due as f64,
-            );
-            gauge(
-                &mut out,
-                "stripe_worker_retry_queue_scheduled",
-                "Failed events waiting for a later retry.",
-                q.retry_scheduled as f64,
-            );
-            gauge(
-                &mut out,
-                "stripe_worker_oldest_pending_seconds",
-                "Age of the oldest event not yet finished.",
-                q.oldest_pending_secs,
-            );
-            gauge(
-                &mut out,
-                "stripe_worker_dead_events",
-                "Events that ran out of retries.",
-                q.dead as f64,
-            );
-        }
+    }
+}
+
+impl QueueGauges {
+    fn render(&self, out: &mut String) {
         gauge(
-            &mut out,
+            out,
+            "stripe_worker_retry_queue_due",
+            "Events the retrier takes on its next pass.",
+            self.retry_due as f64,
+        );
+        gauge(
+            out,
+            "stripe_worker_retry_queue_scheduled",
+            "Failed events waiting for a later attempt.",
+            self.retry_scheduled as f64,
+        );
+        gauge(
+            out,
+            "stripe_worker_oldest_pending_seconds",
+            "Age of the oldest event not yet finished.",
+            self.oldest_pending_secs,
+        );
+        gauge(
+            out,
+            "stripe_worker_dead_events",
+            "Events that ran out of retries.",
+            self.dead as f64,
+        );
+    }
+}
+
+impl PoolGauges {
+    fn render(&self, out: &mut String) {
+        gauge(
+            out,
             "stripe_worker_db_pool_connections",
             "Open database connections.",
-            pool.size as f64,
+            self.size as f64,
         );
         gauge(
-            &mut out,
+            out,
             "stripe_worker_db_pool_available",
             "Idle database connections.",
-            pool.available as f64,
+            self.available as f64,
         );
         gauge(
-            &mut out,
+            out,
             "stripe_worker_db_pool_waiting",
             "Requests waiting for a connection.",
-            pool.waiting as f64,
+            self.waiting as f64,
         );
         gauge(
-            &mut out,
+            out,
             "stripe_worker_db_pool_max",
             "Pool size limit.",
-            pool.max_size as f64,
+            self.max_size as f64,
         );
-        out
     }
 }
 

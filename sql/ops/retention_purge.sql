@@ -1,5 +1,5 @@
--- Retention: deletes stripe_webhook_events older than 7 years (seed 001's legal retention
--- period; the table comment says the same). NEVER run automatically.
+-- Retention: deletes stripe_webhook_events older than 7 years (the legal retention period of
+-- payment records; the table comment says the same). NEVER run automatically.
 --
 -- As shipped it only REPORTS: it deletes inside a transaction, shows how many rows and which
 -- range would go, and ends with ROLLBACK. To purge, copy the file, change the last line to

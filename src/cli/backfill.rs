@@ -10,7 +10,7 @@ use super::context::{self, parse_instant};
 use super::progress::Progress;
 use crate::config::{ConfigError, Source, StripeApiSettings};
 use crate::envelope::EventEnvelope;
-use crate::ingest::{DeliveryStatus, Pipeline};
+use crate::ingest::DeliveryStatus;
 use crate::stripe_api::StripeApi;
 use crate::stripe_events::{self, RateLimitBackoff, MAX_PAGE};
 
@@ -38,13 +38,6 @@ pub struct BackfillArgs {
     pub page_size: i64,
 }
 
-/// Which of `$1` are stored already.
-const STORED: &str =
-    "select stripe_event_id from public.stripe_webhook_events where stripe_event_id = any($1)";
-
-/// Ids checked per query.
-const STORED_CHUNK: usize = 1000;
-
 /// How long Stripe keeps events.
 const RETENTION_DAYS: i64 = 30;
 
@@ -67,6 +60,29 @@ impl BackfillSummary {
 
     pub fn success(&self) -> bool {
         self.failed == 0
+    }
+
+    /// Counts one ingested event; returns how its line names the outcome.
+    fn count(&mut self, status: DeliveryStatus) -> &'static str {
+        match status {
+            DeliveryStatus::Processed => {
+                self.processed += 1;
+                "processed"
+            }
+            DeliveryStatus::Ignored => {
+                self.ignored += 1;
+                "ignored"
+            }
+            DeliveryStatus::Failed => {
+                self.failed += 1;
+                "failed"
+            }
+            // Stored meanwhile (a webhook delivery of it arrived).
+            DeliveryStatus::Duplicate => {
+                self.already_stored += 1;
+                "already stored"
+            }
+        }
     }
 
     fn line(&self) -> String {
@@ -114,13 +130,52 @@ pub async fn run_with(
     let api = StripeApi::new(&settings)?;
     let pipeline = context::pipeline(src, "backfill")?;
     let mut summary = BackfillSummary::default();
+    let events = list_oldest_first(&api, args, backoff, &mut summary).await?;
+    let ids: Vec<String> = events.iter().map(|e| e.id.as_str().to_owned()).collect();
+    let stored = pipeline.stored_event_ids(&ids).await?;
+    let missing: Vec<_> = events
+        .iter()
+        .filter(|e| !stored.contains(e.id.as_str()))
+        .collect();
+    summary.already_stored = events.len() - missing.len();
+    let request_id = format!("backfill:{}", uuid::Uuid::new_v4());
+    let progress = Progress::new(missing.len(), interactive, "ingesting");
+    for event in missing {
+        let body = stripe_events::envelope(event).to_string();
+        let envelope = EventEnvelope::parse(body.as_bytes())?;
+        let status = pipeline.deliver(&envelope, &body, &request_id).await?;
+        let label = summary.count(status);
+        progress.line(
+            out,
+            &format!("{} {} -> {label}", envelope.id, envelope.event_type),
+        )?;
+        progress.inc();
+    }
+    progress.finish();
+    if summary.rate_limited > 0 {
+        writeln!(
+            out,
+            "rate limited {} times (waited and retried)",
+            summary.rate_limited
+        )?;
+    }
+    writeln!(out, "{}", summary.line())?;
+    Ok(summary)
+}
 
-    // Stripe lists newest first: collect everything, then ingest oldest first.
+/// Every event in the range, oldest first. Stripe lists newest first: collect everything,
+/// then reverse.
+async fn list_oldest_first(
+    api: &StripeApi,
+    args: &BackfillArgs,
+    backoff: RateLimitBackoff,
+    summary: &mut BackfillSummary,
+) -> anyhow::Result<Vec<stripe_core::Event>> {
     let mut events = Vec::new();
     let mut after: Option<String> = None;
     loop {
         let page = stripe_events::list_page(
-            &api,
+            api,
             args.since,
             args.until,
             after.as_deref(),
@@ -140,69 +195,5 @@ pub async fn run_with(
     events.reverse();
     // Stable: events of the same second keep Stripe's (reversed) order.
     events.sort_by_key(|e| e.created);
-
-    let ids: Vec<String> = events.iter().map(|e| e.id.as_str().to_owned()).collect();
-    let stored = stored_ids(&pipeline, &ids).await?;
-    let missing: Vec<_> = events
-        .iter()
-        .filter(|e| !stored.contains(e.id.as_str()))
-        .collect();
-    summary.already_stored = events.len() - missing.len();
-
-    let request_id = format!("backfill:{}", uuid::Uuid::new_v4());
-    let progress = Progress::new(missing.len(), interactive, "ingesting");
-    for event in missing {
-        let body = stripe_events::envelope(event).to_string();
-        let envelope = EventEnvelope::parse(body.as_bytes())?;
-        let status = pipeline.deliver(&envelope, &body, &request_id).await?;
-        let label = match status {
-            DeliveryStatus::Processed => {
-                summary.processed += 1;
-                "processed"
-            }
-            DeliveryStatus::Ignored => {
-                summary.ignored += 1;
-                "ignored"
-            }
-            DeliveryStatus::Failed => {
-                summary.failed += 1;
-                "failed"
-            }
-            // Stored meanwhile (a webhook delivery of it arrived).
-            DeliveryStatus::Duplicate => {
-                summary.already_stored += 1;
-                "already stored"
-            }
-        };
-        progress.line(
-            out,
-            &format!("{} {} -> {label}", envelope.id, envelope.event_type),
-        )?;
-        progress.inc();
-    }
-    progress.finish();
-    if summary.rate_limited > 0 {
-        writeln!(
-            out,
-            "rate limited {} times (waited and retried)",
-            summary.rate_limited
-        )?;
-    }
-    writeln!(out, "{}", summary.line())?;
-    Ok(summary)
-}
-
-async fn stored_ids(
-    pipeline: &Pipeline,
-    ids: &[String],
-) -> anyhow::Result<std::collections::HashSet<String>> {
-    let client = pipeline.pool().get().await?;
-    let stmt = client.prepare_cached(STORED).await?;
-    let mut stored = std::collections::HashSet::new();
-    for chunk in ids.chunks(STORED_CHUNK) {
-        for row in client.query(&stmt, &[&chunk]).await? {
-            stored.insert(row.get::<_, String>(0));
-        }
-    }
-    Ok(stored)
+    Ok(events)
 }

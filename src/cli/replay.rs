@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use super::context::{self, parse_instant};
 use super::progress::Progress;
 use crate::config::Source;
-use crate::ingest::{Pipeline, ReplayFilter, ReplayOutcome, Status};
+use crate::ingest::{NotSelected, Pipeline, ReplayCandidate, ReplayFilter, ReplayOutcome, Status};
 
 /// Reprocess stored events (default: the failed ones) through the same handlers and
 /// transaction rules as live deliveries.
@@ -153,27 +153,8 @@ pub async fn execute(
     let not_selected = pipeline.replay_not_selected(&filter, &candidates).await?;
     let mut summary = ReplaySummary::default();
     for n in &not_selected {
-        match &n.found {
-            None => {
-                summary.not_found += 1;
-                writeln!(out, "{} not found", n.event_id)?;
-            }
-            Some((event_type, status)) => {
-                summary.skipped += 1;
-                let why = match status {
-                    Status::Processed | Status::Ignored if !args.force => {
-                        format!("already {}; --force replays it", status.as_str())
-                    }
-                    _ => format!("status {} not selected by --status", status.as_str()),
-                };
-                let s = status.as_str();
-                writeln!(
-                    out,
-                    "{} {event_type} {s} -> {s}  (skipped: {why})",
-                    n.event_id
-                )?;
-            }
-        }
+        let line = summary.not_selected(n, args.force);
+        writeln!(out, "{line}")?;
     }
     if args.dry_run {
         for c in &candidates {
@@ -197,13 +178,42 @@ pub async fn execute(
     let progress = Progress::new(candidates.len(), interactive, "replaying");
     for c in &candidates {
         let outcome = pipeline.replay_one(c, &filter.statuses).await?;
-        let line = match outcome {
+        let line = summary.replayed_one(c, outcome);
+        progress.line(out, &line)?;
+        progress.inc();
+    }
+    progress.finish();
+    writeln!(out, "{}", summary.line())?;
+    Ok(summary)
+}
+
+impl ReplaySummary {
+    /// Counts an `--event-id` the filter did not select; returns its report line.
+    fn not_selected(&mut self, n: &NotSelected, force: bool) -> String {
+        let Some((event_type, status)) = &n.found else {
+            self.not_found += 1;
+            return format!("{} not found", n.event_id);
+        };
+        self.skipped += 1;
+        let why = match status {
+            Status::Processed | Status::Ignored if !force => {
+                format!("already {}; --force replays it", status.as_str())
+            }
+            _ => format!("status {} not selected by --status", status.as_str()),
+        };
+        let s = status.as_str();
+        format!("{} {event_type} {s} -> {s}  (skipped: {why})", n.event_id)
+    }
+
+    /// Counts one replayed candidate; returns its report line.
+    fn replayed_one(&mut self, c: &ReplayCandidate, outcome: ReplayOutcome) -> String {
+        match outcome {
             ReplayOutcome::Done { old, new, error } => {
                 match new {
-                    Status::Processed => summary.processed += 1,
-                    Status::Ignored => summary.ignored += 1,
-                    Status::Dead => summary.dead += 1,
-                    _ => summary.failed += 1,
+                    Status::Processed => self.processed += 1,
+                    Status::Ignored => self.ignored += 1,
+                    Status::Dead => self.dead += 1,
+                    _ => self.failed += 1,
                 }
                 let mut line = format!(
                     "{} {} {} -> {}",
@@ -218,7 +228,7 @@ pub async fn execute(
                 line
             }
             ReplayOutcome::Skipped { current, reason } => {
-                summary.skipped += 1;
+                self.skipped += 1;
                 format!(
                     "{} {} {} -> {}  (skipped: {reason})",
                     c.event_id,
@@ -227,13 +237,8 @@ pub async fn execute(
                     current.map(Status::as_str).unwrap_or("gone")
                 )
             }
-        };
-        progress.line(out, &line)?;
-        progress.inc();
+        }
     }
-    progress.finish();
-    writeln!(out, "{}", summary.line())?;
-    Ok(summary)
 }
 
 #[cfg(test)]

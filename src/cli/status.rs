@@ -1,15 +1,13 @@
-//! `stripe-worker status`: what the event log looks like now: counts by processing status and
-//! by type (last 24 h and 7 d), the retry queue, and the oldest failed and dead events.
+//! `stripe-worker status`: what the event log looks like now (see `ingest::report`), as a
+//! table or as JSON.
 
 use std::io::Write;
 
-use chrono::{DateTime, Utc};
 use clap::Args;
-use serde::Serialize;
 
 use crate::config::{DatabaseSettings, Source};
 use crate::db;
-use crate::ingest::Status;
+use crate::ingest::report::{self, RetryQueue, StatusReport, StuckEvent};
 
 /// Show event counts, the retry queue and the oldest failures.
 ///
@@ -23,124 +21,6 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-const BY_STATUS: &str = "
-select processing_status,
-       count(*) filter (where created_at >= now() - interval '24 hours'),
-       count(*)
-from public.stripe_webhook_events
-where created_at >= now() - interval '7 days'
-group by processing_status";
-
-const BY_TYPE: &str = "
-select event_type,
-       count(*) filter (where created_at >= now() - interval '24 hours'),
-       count(*),
-       count(*) filter (where processing_status in ('failed', 'dead'))
-from public.stripe_webhook_events
-where created_at >= now() - interval '7 days'
-group by event_type
-order by count(*) desc, event_type";
-
-/// Over the whole table: the actionable states are few and indexed.
-const QUEUE: &str = "
-select count(*) filter (where processing_status = 'failed' and next_attempt_at <= now()),
-       count(*) filter (where processing_status = 'failed' and (next_attempt_at > now() or next_attempt_at is null)),
-       count(*) filter (where processing_status = 'pending'),
-       count(*) filter (where processing_status = 'processing' and locked_until >= now()),
-       count(*) filter (where processing_status = 'processing' and (locked_until < now() or locked_until is null)),
-       count(*) filter (where processing_status = 'failed'),
-       count(*) filter (where processing_status = 'dead'),
-       min(next_attempt_at) filter (where processing_status = 'failed'),
-       extract(epoch from now() - min(created_at) filter (where processing_status in ('pending', 'processing')))::float8
-from public.stripe_webhook_events
-where processing_status in ('failed', 'pending', 'processing', 'dead')";
-
-const OLDEST: &str = "
-select stripe_event_id, event_type, created_at, retry_count, next_attempt_at, error_message
-from public.stripe_webhook_events
-where processing_status = $1
-order by created_at, stripe_event_id
-limit $2";
-
-/// How many of the oldest failed and dead events are listed.
-const OLDEST_LIMIT: i64 = 5;
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
-pub struct StatusCounts {
-    pub pending: i64,
-    pub processing: i64,
-    pub processed: i64,
-    pub ignored: i64,
-    pub failed: i64,
-    pub dead: i64,
-}
-
-impl StatusCounts {
-    fn add(&mut self, status: Status, n: i64) {
-        let slot = match status {
-            Status::Pending => &mut self.pending,
-            Status::Processing => &mut self.processing,
-            Status::Processed => &mut self.processed,
-            Status::Ignored => &mut self.ignored,
-            Status::Failed => &mut self.failed,
-            Status::Dead => &mut self.dead,
-        };
-        *slot += n;
-    }
-
-    fn total(&self) -> i64 {
-        self.pending + self.processing + self.processed + self.ignored + self.failed + self.dead
-    }
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct TypeCounts {
-    pub event_type: String,
-    pub last_24h: i64,
-    pub last_7d: i64,
-    /// Of the last 7 days, now failed or dead.
-    pub failed_or_dead_7d: i64,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
-pub struct RetryQueue {
-    /// Failed and due: the retrier takes them on its next pass.
-    pub due_now: i64,
-    /// Failed, scheduled later.
-    pub later: i64,
-    pub pending: i64,
-    /// Held by a worker with a live lease.
-    pub processing: i64,
-    /// Processing with an expired lease (a crashed worker): reclaimed by the retrier.
-    pub expired_leases: i64,
-    pub failed_total: i64,
-    pub dead_total: i64,
-    pub next_attempt_at: Option<DateTime<Utc>>,
-    /// Age of the oldest pending or processing event.
-    pub oldest_pending_seconds: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct StuckEvent {
-    pub event_id: String,
-    pub event_type: String,
-    pub received_at: DateTime<Utc>,
-    pub retry_count: i32,
-    pub next_attempt_at: Option<DateTime<Utc>>,
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct StatusReport {
-    pub generated_at: DateTime<Utc>,
-    pub by_status_24h: StatusCounts,
-    pub by_status_7d: StatusCounts,
-    pub by_type: Vec<TypeCounts>,
-    pub retry_queue: RetryQueue,
-    pub oldest_failed: Vec<StuckEvent>,
-    pub oldest_dead: Vec<StuckEvent>,
-}
-
 pub async fn run(
     args: &StatusArgs,
     src: &dyn Source,
@@ -148,7 +28,7 @@ pub async fn run(
 ) -> anyhow::Result<StatusReport> {
     let settings = DatabaseSettings::from_source(src)?;
     let client = db::connect(&settings.url).await?;
-    let report = collect(&client).await?;
+    let report = report::collect(&client).await?;
     if args.json {
         serde_json::to_writer_pretty(&mut *out, &report)?;
         writeln!(out)?;
@@ -156,70 +36,6 @@ pub async fn run(
         render(&report, out)?;
     }
     Ok(report)
-}
-
-pub async fn collect(
-    client: &tokio_postgres::Client,
-) -> Result<StatusReport, tokio_postgres::Error> {
-    let mut by_status_24h = StatusCounts::default();
-    let mut by_status_7d = StatusCounts::default();
-    for row in client.query(BY_STATUS, &[]).await? {
-        if let Some(status) = Status::parse(row.get(0)) {
-            by_status_24h.add(status, row.get(1));
-            by_status_7d.add(status, row.get(2));
-        }
-    }
-    let by_type = client
-        .query(BY_TYPE, &[])
-        .await?
-        .iter()
-        .map(|r| TypeCounts {
-            event_type: r.get(0),
-            last_24h: r.get(1),
-            last_7d: r.get(2),
-            failed_or_dead_7d: r.get(3),
-        })
-        .collect();
-    let q = client.query_one(QUEUE, &[]).await?;
-    let retry_queue = RetryQueue {
-        due_now: q.get(0),
-        later: q.get(1),
-        pending: q.get(2),
-        processing: q.get(3),
-        expired_leases: q.get(4),
-        failed_total: q.get(5),
-        dead_total: q.get(6),
-        next_attempt_at: q.get(7),
-        oldest_pending_seconds: q.get(8),
-    };
-    Ok(StatusReport {
-        generated_at: Utc::now(),
-        by_status_24h,
-        by_status_7d,
-        by_type,
-        retry_queue,
-        oldest_failed: oldest(client, Status::Failed).await?,
-        oldest_dead: oldest(client, Status::Dead).await?,
-    })
-}
-
-async fn oldest(
-    client: &tokio_postgres::Client,
-    status: Status,
-) -> Result<Vec<StuckEvent>, tokio_postgres::Error> {
-    Ok(client
-        .query(OLDEST, &[&status.as_str(), &OLDEST_LIMIT])
-        .await?
-        .iter()
-        .map(|r| StuckEvent {
-            event_id: r.get(0),
-            event_type: r.get(1),
-            received_at: r.get(2),
-            retry_count: r.get(3),
-            next_attempt_at: r.get(4),
-            error: r.get(5),
-        })
-        .collect())
 }
 
 /// Error messages are cut to this many characters in the table (the JSON has them whole).
@@ -232,6 +48,20 @@ fn render(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
         r.generated_at.format("%Y-%m-%d %H:%M:%S UTC")
     )?;
     writeln!(out)?;
+    render_counts(r, out)?;
+    writeln!(out)?;
+    render_queue(&r.retry_queue, out)?;
+    for (title, list) in [
+        ("oldest failed", &r.oldest_failed),
+        ("oldest dead", &r.oldest_dead),
+    ] {
+        writeln!(out)?;
+        render_stuck(title, list, out)?;
+    }
+    Ok(())
+}
+
+fn render_counts(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(out, "{:<12} {:>10} {:>10}", "status", "last 24h", "last 7d")?;
     let (a, b) = (&r.by_status_24h, &r.by_status_7d);
     for (name, x, y) in [
@@ -261,19 +91,21 @@ fn render(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
     if r.by_type.is_empty() {
         writeln!(out, "(no events in the last 7 days)")?;
     }
-    writeln!(out)?;
-    let q = &r.retry_queue;
+    Ok(())
+}
+
+fn render_queue(q: &RetryQueue, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(
         out,
-        "retry queue: {} due now, {} later (next {}), {} pending, {} processing, {} expired leases",
+        "retry queue: {} due now, {} later (next {}); due now includes {} pending and {} expired leases; {} processing",
         q.due_now,
         q.later,
         q.next_attempt_at
             .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
             .unwrap_or_else(|| "-".into()),
         q.pending,
-        q.processing,
-        q.expired_leases
+        q.expired_leases,
+        q.processing
     )?;
     if let Some(age) = q.oldest_pending_seconds {
         writeln!(out, "oldest pending/processing event: {age:.0} s old")?;
@@ -282,32 +114,29 @@ fn render(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
         out,
         "all time: {} failed, {} dead",
         q.failed_total, q.dead_total
-    )?;
-    for (title, list) in [
-        ("oldest failed", &r.oldest_failed),
-        ("oldest dead", &r.oldest_dead),
-    ] {
-        writeln!(out)?;
-        writeln!(out, "{title}:")?;
-        if list.is_empty() {
-            writeln!(out, "  (none)")?;
-        }
-        for e in list {
-            let error = e.error.as_deref().unwrap_or("-");
-            let error: String = if error.chars().count() > ERROR_WIDTH {
-                error.chars().take(ERROR_WIDTH).chain("…".chars()).collect()
-            } else {
-                error.to_owned()
-            };
-            writeln!(
-                out,
-                "  {} {} received {} attempts {}  error: {error}",
-                e.event_id,
-                e.event_type,
-                e.received_at.format("%Y-%m-%d %H:%M:%S UTC"),
-                e.retry_count
-            )?;
-        }
+    )
+}
+
+fn render_stuck(title: &str, list: &[StuckEvent], out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(out, "{title}:")?;
+    if list.is_empty() {
+        writeln!(out, "  (none)")?;
+    }
+    for e in list {
+        let error = e.error.as_deref().unwrap_or("-");
+        let error: String = if error.chars().count() > ERROR_WIDTH {
+            error.chars().take(ERROR_WIDTH).chain("…".chars()).collect()
+        } else {
+            error.to_owned()
+        };
+        writeln!(
+            out,
+            "  {} {} received {} attempts {}  error: {error}",
+            e.event_id,
+            e.event_type,
+            e.received_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            e.retry_count
+        )?;
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use deadpool_postgres::Transaction;
 use serde::Deserialize;
+use tokio_postgres::types::ToSql;
 
 use super::object::{expandable_id, metadata};
 use super::{ordering, Applied, Handler, HandlerError};
@@ -29,12 +30,48 @@ fn yes() -> bool {
     true
 }
 
+/// Parameters: `ProductRow`.
 const UPSERT_PRODUCT: &str = "
 insert into public.products (id, active, name, description, image, metadata)
 values ($1, $2, $3, $4, $5, $6)
 on conflict (id) do update
 set active = excluded.active, name = excluded.name, description = excluded.description,
     image = excluded.image, metadata = excluded.metadata, updated_at = now()";
+
+/// `UPSERT_PRODUCT`'s parameters, in their order ($1 … $6).
+struct ProductRow<'a> {
+    id: &'a str,
+    active: bool,
+    name: Option<&'a str>,
+    description: Option<&'a str>,
+    /// The first image: the one the frontend shows.
+    image: Option<&'a str>,
+    metadata: &'a serde_json::Value,
+}
+
+impl<'a> ProductRow<'a> {
+    fn new(p: &'a Product) -> Self {
+        Self {
+            id: &p.id,
+            active: p.active,
+            name: p.name.as_deref(),
+            description: p.description.as_deref(),
+            image: p.images.first().map(String::as_str),
+            metadata: &p.metadata,
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 6] {
+        [
+            &self.id,
+            &self.active,
+            &self.name,
+            &self.description,
+            &self.image,
+            self.metadata,
+        ]
+    }
+}
 
 const DEACTIVATE_PRODUCT: &str = "
 insert into public.products (id, active, name) values ($1, false, $2)
@@ -64,18 +101,7 @@ impl Handler for Products {
             tx.execute(&stmt, &[&p.id, &p.name]).await?;
         } else {
             let stmt = tx.prepare_cached(UPSERT_PRODUCT).await?;
-            tx.execute(
-                &stmt,
-                &[
-                    &p.id,
-                    &p.active,
-                    &p.name,
-                    &p.description,
-                    &p.images.first(),
-                    &p.metadata,
-                ],
-            )
-            .await?;
+            tx.execute(&stmt, &ProductRow::new(&p).params()).await?;
         }
         Ok(Applied::default())
     }
@@ -119,18 +145,6 @@ struct Recurring {
 const ENSURE_PRODUCT: &str =
     "insert into public.products (id, active) values ($1, false) on conflict (id) do nothing";
 
-const UPSERT_PRICE: &str = "
-insert into public.prices
-  (id, product_id, active, description, unit_amount, currency, type, interval, interval_count,
-   trial_period_days, lookup_key, metadata)
-values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-on conflict (id) do update
-set product_id = excluded.product_id, active = excluded.active,
-    description = excluded.description, unit_amount = excluded.unit_amount,
-    currency = excluded.currency, type = excluded.type, interval = excluded.interval,
-    interval_count = excluded.interval_count, trial_period_days = excluded.trial_period_days,
-    lookup_key = excluded.lookup_key, metadata = excluded.metadata, updated_at = now()";
-
 impl Handler for Prices {
     type Object = Price;
     type Prepared = ();
@@ -153,36 +167,83 @@ impl Handler for Prices {
             let stmt = tx.prepare_cached(ENSURE_PRODUCT).await?;
             tx.execute(&stmt, &[product]).await?;
         }
-        let price_type = match p.price_type.as_deref() {
-            Some(t @ ("one_time" | "recurring")) => Some(t),
-            _ if p.recurring.is_some() => Some("recurring"),
-            _ => Some("one_time"),
-        };
-        let recurring = p.recurring.as_ref();
-        let interval = recurring
-            .and_then(|r| r.interval.as_deref())
-            .filter(|i| matches!(*i, "day" | "week" | "month" | "year"));
-        let currency = p.currency.as_deref().map(str::to_ascii_lowercase);
         let stmt = tx.prepare_cached(UPSERT_PRICE).await?;
-        tx.execute(
-            &stmt,
-            &[
-                &p.id,
-                &p.product,
-                &(p.active && !deleted),
-                &p.nickname,
-                &p.unit_amount,
-                &currency,
-                &price_type,
-                &interval,
-                &recurring.and_then(|r| r.interval_count),
-                &recurring.and_then(|r| r.trial_period_days),
-                &p.lookup_key,
-                &p.metadata,
-            ],
-        )
-        .await?;
+        tx.execute(&stmt, &PriceRow::new(&p, deleted).params())
+            .await?;
         Ok(Applied::default())
+    }
+}
+
+/// Parameters: `PriceRow`.
+const UPSERT_PRICE: &str = "
+insert into public.prices
+  (id, product_id, active, description, unit_amount, currency, type, interval, interval_count,
+   trial_period_days, lookup_key, metadata)
+values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+on conflict (id) do update
+set product_id = excluded.product_id, active = excluded.active,
+    description = excluded.description, unit_amount = excluded.unit_amount,
+    currency = excluded.currency, type = excluded.type, interval = excluded.interval,
+    interval_count = excluded.interval_count, trial_period_days = excluded.trial_period_days,
+    lookup_key = excluded.lookup_key, metadata = excluded.metadata, updated_at = now()";
+
+/// `UPSERT_PRICE`'s parameters, in their order ($1 … $12).
+struct PriceRow<'a> {
+    id: &'a str,
+    product_id: Option<&'a str>,
+    active: bool,
+    description: Option<&'a str>,
+    unit_amount: Option<i64>,
+    currency: Option<String>,
+    price_type: &'static str,
+    interval: Option<&'a str>,
+    interval_count: Option<i32>,
+    trial_period_days: Option<i32>,
+    lookup_key: Option<&'a str>,
+    metadata: &'a serde_json::Value,
+}
+
+impl<'a> PriceRow<'a> {
+    fn new(p: &'a Price, deleted: bool) -> Self {
+        let recurring = p.recurring.as_ref();
+        Self {
+            id: &p.id,
+            product_id: p.product.as_deref(),
+            active: p.active && !deleted,
+            description: p.nickname.as_deref(),
+            unit_amount: p.unit_amount,
+            currency: p.currency.as_deref().map(str::to_ascii_lowercase),
+            price_type: match p.price_type.as_deref() {
+                Some("recurring") => "recurring",
+                Some("one_time") => "one_time",
+                _ if recurring.is_some() => "recurring",
+                _ => "one_time",
+            },
+            interval: recurring
+                .and_then(|r| r.interval.as_deref())
+                .filter(|i| matches!(*i, "day" | "week" | "month" | "year")),
+            interval_count: recurring.and_then(|r| r.interval_count),
+            trial_period_days: recurring.and_then(|r| r.trial_period_days),
+            lookup_key: p.lookup_key.as_deref(),
+            metadata: &p.metadata,
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 12] {
+        [
+            &self.id,
+            &self.product_id,
+            &self.active,
+            &self.description,
+            &self.unit_amount,
+            &self.currency,
+            &self.price_type,
+            &self.interval,
+            &self.interval_count,
+            &self.trial_period_days,
+            &self.lookup_key,
+            self.metadata,
+        ]
     }
 }
 
@@ -255,25 +316,22 @@ impl Handler for Plans {
             .as_deref()
             .filter(|i| matches!(*i, "day" | "week" | "month" | "year"));
         let currency = p.currency.as_deref().map(str::to_ascii_lowercase);
+        let row = PriceRow {
+            id: &p.id,
+            product_id: Some(&product),
+            active: p.active && !deleted,
+            description: p.nickname.as_deref().or(p.name.as_deref()),
+            unit_amount: p.amount,
+            currency,
+            price_type: "recurring",
+            interval,
+            interval_count: p.interval_count,
+            trial_period_days: p.trial_period_days,
+            lookup_key: None,
+            metadata: &p.metadata,
+        };
         let stmt = tx.prepare_cached(UPSERT_PRICE).await?;
-        tx.execute(
-            &stmt,
-            &[
-                &p.id,
-                &Some(product),
-                &(p.active && !deleted),
-                &p.nickname.as_ref().or(p.name.as_ref()),
-                &p.amount,
-                &currency,
-                &Some("recurring"),
-                &interval,
-                &p.interval_count,
-                &p.trial_period_days,
-                &None::<String>,
-                &p.metadata,
-            ],
-        )
-        .await?;
+        tx.execute(&stmt, &row.params()).await?;
         Ok(Applied::default())
     }
 }

@@ -3,6 +3,8 @@
 
 use deadpool_postgres::Transaction;
 use serde::Deserialize;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
 
 use super::object::expandable_id;
 use super::provision;
@@ -55,6 +57,7 @@ impl PaymentMethod {
     }
 }
 
+/// Parameters: `PaymentMethodRow`.
 const UPSERT: &str = "
 insert into public.payment_methods
   (stripe_payment_method_id, type, last_four, exp_month, exp_year, customer_id, stripe_customer_id)
@@ -65,6 +68,30 @@ set type = excluded.type, last_four = excluded.last_four, exp_month = excluded.e
     customer_id = coalesce(excluded.customer_id, payment_methods.customer_id),
     stripe_customer_id = coalesce(excluded.stripe_customer_id, payment_methods.stripe_customer_id),
     updated_at = now()";
+
+/// `UPSERT`'s parameters, in their order ($1 … $7).
+struct PaymentMethodRow<'a> {
+    stripe_payment_method_id: &'a str,
+    method_type: &'a str,
+    /// Last four ($3), expiry month and year ($4, $5).
+    details: &'a Details,
+    user_id: Option<Uuid>,
+    stripe_customer_id: Option<&'a str>,
+}
+
+impl PaymentMethodRow<'_> {
+    fn params(&self) -> [&(dyn ToSql + Sync); 7] {
+        [
+            &self.stripe_payment_method_id,
+            &self.method_type,
+            &self.details.last4,
+            &self.details.exp_month,
+            &self.details.exp_year,
+            &self.user_id,
+            &self.stripe_customer_id,
+        ]
+    }
+}
 
 const REMOVE: &str = "delete from public.payment_methods where stripe_payment_method_id = $1";
 
@@ -102,21 +129,16 @@ impl Handler for PaymentMethods {
         if let Some(user) = user_id {
             provision::ensure_customer_row(tx, user).await?;
         }
-        let d = pm.details();
+        let details = pm.details();
+        let row = PaymentMethodRow {
+            stripe_payment_method_id: &pm.id,
+            method_type: pm.method_type.as_deref().unwrap_or("unknown"),
+            details: &details,
+            user_id,
+            stripe_customer_id: pm.customer.as_deref(),
+        };
         let stmt = tx.prepare_cached(UPSERT).await?;
-        tx.execute(
-            &stmt,
-            &[
-                &pm.id,
-                &pm.method_type.as_deref().unwrap_or("unknown"),
-                &d.last4,
-                &d.exp_month,
-                &d.exp_year,
-                &user_id,
-                &pm.customer,
-            ],
-        )
-        .await?;
+        tx.execute(&stmt, &row.params()).await?;
         let note = (user_id.is_none() && pm.customer.is_some())
             .then(|| "customer not mapped yet: stored unlinked".to_owned());
         Ok(Applied {

@@ -5,6 +5,8 @@
 //! got wrong (nothing stored); 413 over 1 MiB; 503 while the database is unreachable, so
 //! Stripe delivers again later.
 
+use std::borrow::Cow;
+
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -12,7 +14,10 @@ use serde_json::json;
 use tracing::Instrument;
 
 use super::AppState;
-use crate::envelope::EventEnvelope;
+use crate::envelope::{EnvelopeError, EventEnvelope};
+use crate::ingest::DeliveryStatus;
+use crate::metrics::Metrics;
+use crate::signature::{SignatureError, Verifier};
 
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
@@ -55,15 +60,86 @@ pub async fn receive(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let span = tracing::info_span!(
-        "delivery",
-        request_id = %request_id,
-        event_id = tracing::field::Empty,
-        event_type = tracing::field::Empty,
-    );
+    // The event's id and type are fields of the attempt's span (ingest), not repeated here.
+    let span = tracing::info_span!("delivery", request_id = %request_id);
     handle(req, payload, state, request_id)
         .instrument(span)
         .await
+}
+
+/// Why a delivery is answered 4xx: the sender's mistake, nothing stored. Each is counted and
+/// logged once, with its reason, by `reject`.
+enum Rejection {
+    TooLarge,
+    BrokenBody(String),
+    Signature(SignatureError),
+    NotUtf8,
+    Unparseable(EnvelopeError),
+}
+
+impl From<BodyError> for Rejection {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge => Self::TooLarge,
+            BodyError::Broken(e) => Self::BrokenBody(e),
+        }
+    }
+}
+
+impl Rejection {
+    /// A short stable label for metrics and logs.
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::TooLarge => "too_large",
+            Self::BrokenBody(_) => "broken_body",
+            Self::Signature(e) => e.reason(),
+            Self::NotUtf8 | Self::Unparseable(_) => "unparseable_body",
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Self::TooLarge => "payload exceeds 1 MiB".into(),
+            Self::BrokenBody(e) => format!("could not read body: {e}"),
+            Self::Signature(e) => e.to_string(),
+            Self::NotUtf8 => "body is not UTF-8 JSON".into(),
+            Self::Unparseable(e) => e.to_string(),
+        }
+    }
+}
+
+fn reject(metrics: &Metrics, rejection: Rejection) -> HttpResponse {
+    let (reason, message) = (rejection.reason(), rejection.message());
+    metrics.delivery("rejected", reason);
+    tracing::warn!(outcome = "rejected", reason, "{message}");
+    error(rejection.status(), message)
+}
+
+/// The verified body in its storable form (see `envelope::storable`) and its envelope.
+fn verify_and_parse<'b>(
+    req: &HttpRequest,
+    body: &'b [u8],
+    verifier: &Verifier,
+) -> Result<(Cow<'b, str>, EventEnvelope), Rejection> {
+    let header = req
+        .headers()
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok());
+    let now = chrono::Utc::now().timestamp();
+    verifier
+        .verify(header, body, now)
+        .map_err(Rejection::Signature)?;
+    let text = std::str::from_utf8(body).map_err(|_| Rejection::NotUtf8)?;
+    let raw = crate::envelope::storable(text);
+    let envelope = EventEnvelope::parse(raw.as_bytes()).map_err(Rejection::Unparseable)?;
+    Ok((raw, envelope))
 }
 
 async fn handle(
@@ -75,74 +151,34 @@ async fn handle(
     let metrics = state.pipeline.metrics();
     let body = match read_body(&req, payload).await {
         Ok(body) => body,
-        Err(BodyError::TooLarge) => {
-            metrics.delivery("rejected", "too_large");
-            tracing::warn!(
-                outcome = "rejected",
-                reason = "too_large",
-                "body over 1 MiB"
-            );
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "payload exceeds 1 MiB");
-        }
-        Err(BodyError::Broken(e)) => {
-            metrics.delivery("rejected", "broken_body");
-            return error(StatusCode::BAD_REQUEST, format!("could not read body: {e}"));
-        }
+        Err(e) => return reject(metrics, e.into()),
     };
-    let header = req
-        .headers()
-        .get("stripe-signature")
-        .and_then(|v| v.to_str().ok());
-    let now = chrono::Utc::now().timestamp();
-    if let Err(e) = state.verifier.verify(header, &body, now) {
-        metrics.delivery("rejected", e.reason());
-        tracing::warn!(outcome = "rejected", reason = e.reason(), "{e}");
-        return error(StatusCode::BAD_REQUEST, e.to_string());
-    }
-    // Everything after the signature reads the storable form (see `envelope::storable`).
-    let Ok(text) = std::str::from_utf8(&body) else {
-        metrics.delivery("rejected", "unparseable_body");
-        return error(StatusCode::BAD_REQUEST, "body is not UTF-8 JSON");
+    let (raw, envelope) = match verify_and_parse(&req, &body, &state.verifier) {
+        Ok(parsed) => parsed,
+        Err(rejection) => return reject(metrics, rejection),
     };
-    let raw = crate::envelope::storable(text);
-    let envelope = match EventEnvelope::parse(raw.as_bytes()) {
-        Ok(envelope) => envelope,
-        Err(e) => {
-            metrics.delivery("rejected", "unparseable_body");
-            tracing::warn!(outcome = "rejected", reason = "unparseable_body", "{e}");
-            return error(StatusCode::BAD_REQUEST, e.to_string());
-        }
-    };
-    let span = tracing::Span::current();
-    span.record("event_id", envelope.id.as_str());
-    span.record("event_type", envelope.event_type.as_str());
     match state.pipeline.deliver(&envelope, &raw, &request_id).await {
         Ok(status) => {
-            let label = match status {
-                crate::ingest::DeliveryStatus::Duplicate => "duplicate",
+            let outcome = match status {
+                DeliveryStatus::Duplicate => "duplicate",
                 _ => "accepted",
             };
-            metrics.delivery(label, status_label(status));
-            tracing::info!(outcome = status_label(status), "delivery answered");
+            metrics.delivery(outcome, status.as_str());
+            tracing::info!(event_id = %envelope.id, outcome = status.as_str(), "delivery answered");
             HttpResponse::Ok().json(json!({ "event_id": envelope.id, "status": status }))
         }
         Err(e) => {
             metrics.delivery("unavailable", "database");
-            tracing::error!(outcome = "unavailable", error = %e, "event not stored; Stripe will redeliver");
+            tracing::error!(
+                outcome = "unavailable",
+                event_id = %envelope.id,
+                error = %e,
+                "event not stored; Stripe will redeliver"
+            );
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database unavailable, retry later",
             )
         }
-    }
-}
-
-fn status_label(status: crate::ingest::DeliveryStatus) -> &'static str {
-    use crate::ingest::DeliveryStatus::*;
-    match status {
-        Processed => "processed",
-        Ignored => "ignored",
-        Duplicate => "duplicate",
-        Failed => "failed",
     }
 }

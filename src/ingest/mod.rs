@@ -19,13 +19,14 @@
 mod attempt;
 mod backoff;
 mod replay;
+pub mod report;
 mod sql;
 mod status;
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Pool, Transaction};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -154,35 +155,9 @@ impl Pipeline {
                 locked_by: &self.worker_id,
                 lease_secs: self.lease_seconds(),
             };
-            // One round trip: claim the id; failing that, take over a row waiting for a retry
-            // that nobody holds (Stripe's redelivery, a dashboard "resend"); then the handler's
-            // savepoint. RETAKE runs after INSERT with its own snapshot, so it sees a row another
-            // delivery committed meanwhile, and never matches our own fresh row (its lease is in
-            // the future).
-            let id: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&envelope.id];
-            let new = new.params();
-            let (inserted, retaken, current, savepoint) = futures_util::join!(
-                tx.query_opt(&insert, &new),
-                tx.query_opt(&retake, &id),
-                tx.execute(&current, &id),
-                tx.batch_execute(SAVEPOINT),
-            );
-            let (inserted, retaken) = (inserted?, retaken?);
-            current?;
-            savepoint?;
-            let claimed = match (inserted, retaken) {
-                (Some(row), _) => Claimed {
-                    row_id: row.get(0),
-                    retry_count: 0,
-                },
-                (None, Some(row)) => Claimed {
-                    row_id: row.get(0),
-                    retry_count: row.get(1),
-                },
-                (None, None) => {
-                    tx.commit().await?;
-                    return Ok(DeliveryStatus::Duplicate);
-                }
+            let Some(claimed) = claim(&tx, [&insert, &retake, &current], &new).await? else {
+                tx.commit().await?;
+                return Ok(DeliveryStatus::Duplicate);
             };
             let attempt = self.attempt(&tx, envelope, &claimed, plan).await?;
             tx.commit().await?;
@@ -327,6 +302,40 @@ impl Pipeline {
             "event handled"
         );
     }
+}
+
+/// Claims a delivered event in one round trip: stores it (`INSERT_PROCESSING`); failing that,
+/// takes over its row if it waits for a retry and nobody holds it (Stripe's redelivery, a
+/// dashboard "resend", `RETAKE_WAITING`); then opens the handler's savepoint. RETAKE runs after
+/// INSERT with its own snapshot, so it sees a row another delivery committed meanwhile, and
+/// never matches our own fresh row (its lease is in the future). `None`: someone else has it.
+async fn claim(
+    tx: &Transaction<'_>,
+    [insert, retake, current]: [&tokio_postgres::Statement; 3],
+    new: &NewEvent<'_>,
+) -> Result<Option<Claimed>, tokio_postgres::Error> {
+    let id: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&new.stripe_event_id];
+    let params = new.params();
+    let (inserted, retaken, current, savepoint) = futures_util::join!(
+        tx.query_opt(insert, &params),
+        tx.query_opt(retake, &id),
+        tx.execute(current, &id),
+        tx.batch_execute(SAVEPOINT),
+    );
+    let (inserted, retaken) = (inserted?, retaken?);
+    current?;
+    savepoint?;
+    Ok(match (inserted, retaken) {
+        (Some(row), _) => Some(Claimed {
+            row_id: row.get(0),
+            retry_count: 0,
+        }),
+        (None, Some(row)) => Some(Claimed {
+            row_id: row.get(0),
+            retry_count: row.get(1),
+        }),
+        (None, None) => None,
+    })
 }
 
 /// The span of one attempt on one event (live, backfill, retrier or replay): its log lines

@@ -113,15 +113,14 @@ select retry_count from public.stripe_webhook_events
 where id = $1 and processing_status = 'processing' and locked_by = $2
 for update";
 
+/// "Due" is defined once, in SQL (`stripe_webhook_event_is_due`, inlined by the planner).
 pub const CLAIM_DUE: &str = "
 update public.stripe_webhook_events e
 set processing_status = 'processing', locked_by = $1,
     locked_until = now() + make_interval(secs => $2)
 where e.id in (
-  select id from public.stripe_webhook_events
-  where (processing_status = 'failed' and next_attempt_at <= now())
-     or processing_status = 'pending'
-     or (processing_status = 'processing' and locked_until < now())
+  select id from public.stripe_webhook_events d
+  where public.stripe_webhook_event_is_due(d)
   order by coalesce(next_attempt_at, created_at)
   limit $3
   for update skip locked)

@@ -1,4 +1,4 @@
-//! Chaos (issue 8): several workers on one database, PostgreSQL restarted under load, a worker
+//! Chaos: several workers on one database, PostgreSQL restarted under load, a worker
 //! killed with SIGKILL under load, graceful SIGTERM. Assertions are on rows, counts and
 //! statuses only; every wait is bounded; everything listens on 127.0.0.1.
 

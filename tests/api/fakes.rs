@@ -43,7 +43,8 @@ fn start(
     }
 }
 
-/// Stripe's `GET /v1/customers/{id}` (the customer object as fixtures3.json has it).
+/// Stripe's `GET /v1/customers/{id}`: the customer object of `tests/fixtures/stripe-objects-current.json`
+/// with the given id, email and name; an unknown id answers 404 `resource_missing`.
 pub fn stripe_customers(customers: Vec<(&str, Option<&str>, Option<&str>)>) -> Fake {
     let fixture: Value =
         serde_json::from_str(include_str!("../fixtures/stripe-objects-current.json")).unwrap();

@@ -88,6 +88,32 @@ async fn ensure_template(admin: &Client) {
         .unwrap();
 }
 
+/// Whether the suite shows the logs of what it runs (`TEST_LOG=1`); by default a green run
+/// prints only test results.
+pub fn test_log() -> bool {
+    std::env::var_os("TEST_LOG").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Logging for the in-process application, set up once: silent (no subscriber) unless
+/// `TEST_LOG` is set, then as `serve` logs.
+pub fn init_test_telemetry() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if test_log() {
+            stripe_worker::telemetry::init(stripe_worker::config::LogFormat::Pretty);
+        }
+    });
+}
+
+/// Where a child process's stderr goes: the terminal with `TEST_LOG`, nowhere otherwise.
+pub fn child_stderr() -> std::process::Stdio {
+    if test_log() {
+        std::process::Stdio::inherit()
+    } else {
+        std::process::Stdio::null()
+    }
+}
+
 pub struct TestDb {
     pub name: String,
     pub url: String,
@@ -156,7 +182,7 @@ pub async fn spawn_app() -> TestApp {
 
 /// The real application on a random port, with `overrides` on top of the test environment.
 pub async fn spawn_app_with(db: TestDb, overrides: &[(&str, &str)]) -> TestApp {
-    stripe_worker::telemetry::init(stripe_worker::config::LogFormat::Pretty);
+    init_test_telemetry();
     let mut env = base_env(&db.url);
     env.insert(
         "WORKER_ID".into(),

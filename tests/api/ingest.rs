@@ -662,3 +662,45 @@ async fn an_invalid_object_is_dead_at_once_not_retried() {
         );
     }
 }
+
+#[tokio::test]
+async fn due_means_the_same_to_the_retrier_the_metrics_and_status() {
+    let db = fresh_db().await;
+    let sql = crate::helpers::connect(&db.url).await;
+    let mut due = Vec::new();
+    for (status, next_attempt, lease, is_due) in [
+        ("failed", Some("-1 minute"), None, true),
+        ("failed", Some("1 hour"), None, false),
+        ("pending", None, None, true),
+        ("processing", None, Some("-1 minute"), true),
+        ("processing", None, Some("1 hour"), false),
+        ("processed", None, None, false),
+        ("dead", None, None, false),
+    ] {
+        let row = sql
+            .query_one(
+                "insert into stripe_webhook_events
+                   (stripe_event_id, event_type, event_data, processing_status, next_attempt_at, locked_until)
+                 values ($1, 'product.created', '{}', $2, now() + $3::text::interval, now() + $4::text::interval)
+                 returning id",
+                &[&unique("evt"), &status, &next_attempt, &lease],
+            )
+            .await
+            .unwrap();
+        if is_due {
+            due.push(row.get::<_, uuid::Uuid>(0));
+        }
+    }
+    let pipeline = pipeline_for(&db.url, "due-check");
+    let gauges = pipeline.queue_gauges().await.unwrap();
+    assert_eq!((gauges.retry_due, gauges.retry_scheduled), (3, 1));
+    let report = stripe_worker::ingest::report::collect(&sql).await.unwrap();
+    assert_eq!(
+        (report.retry_queue.due_now, report.retry_queue.later),
+        (3, 1)
+    );
+    let mut claimed = pipeline.claim_due(100).await.unwrap();
+    claimed.sort();
+    due.sort();
+    assert_eq!(claimed, due);
+}

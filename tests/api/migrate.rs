@@ -1,5 +1,6 @@
 //! `migrate`: Supabase-compatible history, idempotent, safe concurrently, and safe on top of
-//! the production schema (seed 002) with its data and duplicates.
+//! the production schema as it exists before the worker (`tests/fixtures/production_seed002.sql`)
+//! with its data and duplicates.
 
 use stripe_worker::db::migrate;
 
@@ -163,7 +164,7 @@ async fn migrating_the_production_schema_keeps_every_row_and_logs_resolved_dupli
             .get::<_, i64>(0),
         0
     );
-    // Seed 002's pending step 1: every profile has its email now.
+    // Every profile has its email now (public.users mirrors auth.users' address).
     let missing_email: i64 = client
         .query_one(
             "select count(*) from public.users u join auth.users a on a.id = u.id
@@ -202,8 +203,14 @@ async fn migrating_the_production_schema_keeps_every_row_and_logs_resolved_dupli
     assert_eq!(
         balances,
         vec![
-            ("1111222233334444".to_owned(), "2025-01-01T00:00:00Z".to_owned()),
-            ("3333444455556666".to_owned(), "2031-03-01T00:00:00Z".to_owned()),
+            (
+                "1111222233334444".to_owned(),
+                "2025-01-01T00:00:00Z".to_owned()
+            ),
+            (
+                "3333444455556666".to_owned(),
+                "2031-03-01T00:00:00Z".to_owned()
+            ),
         ]
     );
 

@@ -200,19 +200,3 @@ pub async fn holdings(app: &TestApp, email: &str) -> Holdings {
         history,
     }
 }
-
-/// A grant line as `Holdings::grants` writes it, for a period grant.
-pub fn period_grant(kind: &str, period: (i64, i64), status: &str, coverage: (i64, i64)) -> String {
-    format!(
-        "{kind} {}..{} {status} {}..{}",
-        period.0, period.1, coverage.0, coverage.1
-    )
-}
-
-/// A grant line for a grant of months.
-pub fn months_grant(kind: &str, months: u32, status: &str, coverage: Option<(i64, i64)>) -> String {
-    match coverage {
-        Some((a, b)) => format!("{kind} {months} {status} {a}..{b}"),
-        None => format!("{kind} {months} {status}"),
-    }
-}

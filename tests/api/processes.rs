@@ -95,7 +95,7 @@ impl WorkerProcess {
             .env("PORT", port.to_string())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(helpers::child_stderr());
         for (k, v) in extra {
             cmd.env(k, v);
         }

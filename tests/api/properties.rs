@@ -1,4 +1,4 @@
-//! Properties (issue 8): the parsers never panic on arbitrary input, and the real endpoint
+//! Properties: the parsers never panic on arbitrary input, and the real endpoint
 //! never answers 5xx to arbitrary bodies and signature headers (the database being up).
 //! Case counts are bounded; the cargo-fuzz targets in fuzz/ go further.
 

@@ -1,4 +1,4 @@
-//! Purchase provisioning (issue 4): buyer -> auth user, profile, customer, account, payment,
+//! Purchase provisioning: buyer -> auth user, profile, customer, account, payment,
 //! voucher and expiry, in the basil (2025-03-31) shape and the 2020 one.
 
 use serde_json::{json, Value};

@@ -47,6 +47,7 @@ impl Sub {
     }
 
     /// A snapshot of the subscription in the given API shape.
+    #[allow(clippy::too_many_arguments)] // one per field a snapshot varies in
     fn snapshot(
         &self,
         shape: Shape,
