@@ -117,14 +117,35 @@ impl WebhookSettings {
         if secrets.is_empty() {
             return Err(ConfigError::Missing("STRIPE_WEBHOOK_SECRET"));
         }
-        let tolerance: u64 = parsed(src, "STRIPE_WEBHOOK_TOLERANCE_SECS", 300u64)?;
+        let tolerance = tolerance(src)?;
         let livemode = livemode(src)?;
         Ok(Self {
             secrets,
-            tolerance: Duration::from_secs(tolerance),
+            tolerance,
             livemode,
         })
     }
+}
+
+/// STRIPE_WEBHOOK_TOLERANCE_SECS: a whole number of seconds, at least 1. Zero is refused: the
+/// official SDKs read it as "no age check" (replays accepted forever), taken literally it would
+/// reject every delivery; a negative value means nothing.
+fn tolerance(src: &dyn Source) -> Result<Duration, ConfigError> {
+    const NAME: &str = "STRIPE_WEBHOOK_TOLERANCE_SECS";
+    let refused = || {
+        ConfigError::Malformed {
+        name: NAME,
+        reason: "expected a whole number of seconds, at least 1 (0 is refused: the SDKs read it as no age check)".into(),
+    }
+    };
+    let secs: u64 = match src.get(NAME) {
+        None => 300,
+        Some(raw) => raw.trim().parse().map_err(|_| refused())?,
+    };
+    if secs == 0 {
+        return Err(refused());
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 /// STRIPE_LIVEMODE: when set, events of the other mode are recorded and `ignored` (read by
@@ -373,6 +394,25 @@ mod tests {
         );
         let msg = Settings::from_source(&e).unwrap_err().to_string();
         assert!(msg.starts_with("DATABASE_URL is malformed"), "{msg}");
+    }
+
+    #[test]
+    fn the_signature_tolerance_is_at_least_one_second() {
+        for refused in ["0", "-300", "1.5", "soon"] {
+            let mut e = env(BASE);
+            e.insert("STRIPE_WEBHOOK_TOLERANCE_SECS".into(), refused.into());
+            let msg = Settings::from_source(&e).unwrap_err().to_string();
+            assert!(
+                msg.starts_with("STRIPE_WEBHOOK_TOLERANCE_SECS is malformed"),
+                "{refused}: {msg}"
+            );
+        }
+        let mut e = env(BASE);
+        e.insert("STRIPE_WEBHOOK_TOLERANCE_SECS".into(), "1".into());
+        assert_eq!(
+            Settings::from_source(&e).unwrap().webhook.tolerance,
+            Duration::from_secs(1)
+        );
     }
 
     #[test]

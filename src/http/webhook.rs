@@ -93,7 +93,7 @@ async fn handle(
         .headers()
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok());
-    let now = chrono::Utc::now().timestamp();
+    let now = crate::signature::unix_now_rounded_up();
     if let Err(e) = state.verifier.verify(header, &body, now) {
         metrics.delivery("rejected", e.reason());
         tracing::warn!(outcome = "rejected", reason = e.reason(), "{e}");

@@ -11,5 +11,6 @@ mod operator;
 mod processes;
 mod properties;
 mod purchase;
+mod signature_table;
 mod signature_vectors;
 mod subscription;
