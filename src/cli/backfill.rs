@@ -153,7 +153,7 @@ pub async fn run_with(
     let progress = Progress::new(missing.len(), interactive, "ingesting");
     for event in missing {
         let body = stripe_events::envelope(event).to_string();
-        let envelope = EventEnvelope::parse(body.as_bytes())?;
+        let envelope = EventEnvelope::parse(crate::envelope::storable(&body).as_bytes())?;
         let status = pipeline.deliver(&envelope, &body, &request_id).await?;
         let label = match status {
             DeliveryStatus::Processed => {

@@ -12,6 +12,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::envelope::EventEnvelope;
+use crate::ingest::IngestError;
 use crate::startup::AppState;
 
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -104,8 +105,7 @@ async fn handle(
         metrics.delivery("rejected", "unparseable_body");
         return error(StatusCode::BAD_REQUEST, "body is not UTF-8 JSON");
     };
-    let raw = crate::envelope::storable(text);
-    let envelope = match EventEnvelope::parse(raw.as_bytes()) {
+    let envelope = match EventEnvelope::parse(crate::envelope::storable(text).as_bytes()) {
         Ok(envelope) => envelope,
         Err(e) => {
             metrics.delivery("rejected", "unparseable_body");
@@ -116,7 +116,7 @@ async fn handle(
     let span = tracing::Span::current();
     span.record("event_id", envelope.id.as_str());
     span.record("event_type", envelope.event_type.as_str());
-    match state.pipeline.deliver(&envelope, &raw, &request_id).await {
+    match state.pipeline.deliver(&envelope, text, &request_id).await {
         Ok(status) => {
             let label = match status {
                 crate::ingest::DeliveryStatus::Duplicate => "duplicate",
@@ -126,9 +126,23 @@ async fn handle(
             tracing::info!(outcome = status_label(status), "delivery answered");
             HttpResponse::Ok().json(json!({ "event_id": envelope.id, "status": status }))
         }
+        Err(IngestError::Unstorable(reason)) => {
+            // The same bytes would fail the same way on every redelivery: say why, once.
+            metrics.delivery("rejected", "unstorable_body");
+            tracing::warn!(outcome = "rejected", reason = "unstorable_body", "{reason}");
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("PostgreSQL cannot store this event: {reason}"),
+            )
+        }
         Err(e) => {
-            metrics.delivery("unavailable", "database");
-            tracing::error!(outcome = "unavailable", error = %e, "event not stored; Stripe will redeliver");
+            let reason = if e.is_outage() {
+                "database"
+            } else {
+                "database_error"
+            };
+            metrics.delivery("unavailable", reason);
+            tracing::error!(outcome = "unavailable", reason, error = %e, "event not stored; Stripe will redeliver");
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database unavailable, retry later",

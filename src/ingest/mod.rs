@@ -87,11 +87,32 @@ pub enum IngestError {
     /// Nothing is known to be stored: Stripe must deliver again.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database answered with an error of its own (a conflict, a timeout, a schema
+    /// problem): nothing stored, a later delivery may succeed; not an outage.
+    #[error("database error: {0}")]
+    Database(String),
+    /// PostgreSQL refuses the event's data itself (SQLSTATE class 22, e.g. a number beyond
+    /// `numeric`): it can never be stored as it is, so redelivering it is pointless.
+    #[error("PostgreSQL cannot store this event: {0}")]
+    Unstorable(String),
+}
+
+impl IngestError {
+    /// Whether the database is really out of reach (what the outage metric counts).
+    pub fn is_outage(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
 }
 
 impl From<tokio_postgres::Error> for IngestError {
     fn from(e: tokio_postgres::Error) -> Self {
-        Self::Unavailable(crate::db::describe(&e))
+        let described = crate::db::describe(&e);
+        match e.as_db_error().map(|db| &db.code().code()[..2]) {
+            // No answer at all, connection exceptions, resources, operator intervention.
+            None | Some("08" | "53" | "57" | "58") => Self::Unavailable(described),
+            Some("22") => Self::Unstorable(described),
+            Some(_) => Self::Database(described),
+        }
     }
 }
 
@@ -127,7 +148,8 @@ pub struct Claimed {
 }
 
 impl Pipeline {
-    /// Stores and processes one delivery (the webhook endpoint and `backfill`).
+    /// Stores and processes one delivery (the webhook endpoint and `backfill`). `raw_body` is
+    /// the body exactly as signed; `envelope` was parsed from its `envelope::storable` form.
     pub async fn deliver(
         &self,
         envelope: &EventEnvelope,
@@ -154,20 +176,25 @@ impl Pipeline {
         let retake = client.prepare_cached(sql::RETAKE_WAITING).await?;
         let tx = client.transaction().await?;
         let lease = self.lease_seconds();
+        // jsonb takes the storable form; the exact bytes are kept beside it when that differs.
+        let storable = crate::envelope::storable(raw_body);
+        let raw_kept = matches!(storable, std::borrow::Cow::Owned(_)).then(|| raw_body.as_bytes());
+        let event_data: &str = &storable;
         // One round trip: claim the id; failing that, take over a row waiting for a retry that
         // nobody holds (Stripe's redelivery, a dashboard "resend"); then the handler's
         // savepoint. RETAKE runs after INSERT with its own snapshot, so it sees a row another
         // delivery committed meanwhile, and never matches our own fresh row (lease in future).
-        let row: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+        let row: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
             &envelope.id,
             &envelope.event_type,
-            &raw_body,
+            &event_data,
             &envelope.livemode,
             &envelope.api_version,
             &envelope.created,
             &request_id,
             &self.worker_id,
             &lease,
+            &raw_kept,
         ];
         let id: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&envelope.id];
         let (inserted, retaken, savepoint) = futures_util::join!(

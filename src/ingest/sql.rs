@@ -6,8 +6,9 @@ pub const CURRENT_STATUS: &str =
 pub const INSERT_PROCESSING: &str = "
 insert into public.stripe_webhook_events
   (stripe_event_id, event_type, event_data, livemode, api_version, event_created_at,
-   request_id, processing_status, locked_by, locked_until)
-values ($1, $2, $3::text::jsonb, $4, $5, $6, $7, 'processing', $8, now() + make_interval(secs => $9))
+   request_id, processing_status, locked_by, locked_until, event_raw_body)
+values ($1, $2, $3::text::jsonb, $4, $5, $6, $7, 'processing', $8, now() + make_interval(secs => $9),
+        $10)
 on conflict (stripe_event_id) do nothing
 returning id";
 

@@ -7,6 +7,7 @@ mod health;
 mod helpers;
 mod ingest;
 mod migrate;
+mod odd_bodies;
 mod operator;
 mod processes;
 mod properties;

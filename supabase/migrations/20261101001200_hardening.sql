@@ -1,0 +1,8 @@
+-- Hardening (idempotent).
+
+-- 1. The exact signed body of an event whose event_data had to be changed to be storable as
+--    jsonb (a \u0000 escape or an unpaired UTF-16 surrogate escape, replaced with \ufffd).
+--    NULL for every other event: event_data is then the body, key order aside.
+alter table public.stripe_webhook_events add column if not exists event_raw_body bytea;
+comment on column public.stripe_webhook_events.event_raw_body is
+  'The body exactly as Stripe signed it, kept only when event_data differs from it (escapes jsonb cannot hold were replaced with U+FFFD); NULL otherwise.';
