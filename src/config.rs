@@ -259,6 +259,86 @@ impl RetrySettings {
     }
 }
 
+/// What one client may hold on the public listener (see `http::limits` for the body budget).
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Connections open at once; lowered at start-up to fit the open-files limit.
+    pub max_connections: usize,
+    /// Time for a request's head (request line and headers).
+    pub head_timeout: Duration,
+    /// Time for the whole body once the head is in.
+    pub body_timeout: Duration,
+    /// Idle time after which a kept-alive connection is closed.
+    pub keep_alive: Duration,
+}
+
+impl HttpLimits {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let max_connections: usize = parsed(src, "HTTP_MAX_CONNECTIONS", 1000)?;
+        if max_connections == 0 {
+            return Err(ConfigError::Malformed {
+                name: "HTTP_MAX_CONNECTIONS",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let positive = |name: &'static str, default: f64| {
+            let d = seconds(src, name, default)?;
+            if d.is_zero() {
+                return Err(ConfigError::Malformed {
+                    name,
+                    reason: "must be more than 0 seconds".into(),
+                });
+            }
+            Ok(d)
+        };
+        Ok(Self {
+            max_connections,
+            head_timeout: positive("HTTP_HEAD_TIMEOUT_SECS", 5.0)?,
+            body_timeout: positive("HTTP_BODY_TIMEOUT_SECS", 10.0)?,
+            keep_alive: positive("HTTP_KEEP_ALIVE_SECS", 5.0)?,
+        })
+    }
+}
+
+/// METRICS_ADDR: when set, `/metrics` and `/readyz` are served there and not on the public
+/// listener.
+fn metrics_addr(src: &dyn Source) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    src.get("METRICS_ADDR")
+        .map(|raw| {
+            raw.trim().parse().map_err(|_| ConfigError::Malformed {
+                name: "METRICS_ADDR",
+                reason: "expected host:port with an IP address, e.g. 127.0.0.1:9090".into(),
+            })
+        })
+        .transpose()
+}
+
+/// How buyers become auth users.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProvisioningSettings {
+    /// AUTH_CONFIRM_CHECKOUT_EMAIL: mark a user created from a Checkout email as confirmed
+    /// (`email_confirmed_at`). Default false: Stripe never verified that address.
+    pub confirm_checkout_email: bool,
+}
+
+impl ProvisioningSettings {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let confirm_checkout_email = match src.get("AUTH_CONFIRM_CHECKOUT_EMAIL") {
+            None => false,
+            Some(v) => v
+                .trim()
+                .parse::<bool>()
+                .map_err(|_| ConfigError::Malformed {
+                    name: "AUTH_CONFIRM_CHECKOUT_EMAIL",
+                    reason: "expected true or false".into(),
+                })?,
+        };
+        Ok(Self {
+            confirm_checkout_email,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Json,
@@ -286,8 +366,11 @@ pub struct Settings {
     pub stripe_api: Option<StripeApiSettings>,
     pub supabase_auth: Option<SupabaseAuthSettings>,
     pub retry: RetrySettings,
+    pub provisioning: ProvisioningSettings,
     pub host: String,
     pub port: u16,
+    pub http_limits: HttpLimits,
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Names this process in `locked_by` and in logs.
     pub worker_id: String,
 }
@@ -300,8 +383,11 @@ impl Settings {
             stripe_api: StripeApiSettings::from_source(src)?,
             supabase_auth: SupabaseAuthSettings::from_source(src)?,
             retry: RetrySettings::from_source(src)?,
+            provisioning: ProvisioningSettings::from_source(src)?,
             host: src.get("HOST").unwrap_or_else(|| "0.0.0.0".into()),
             port: parsed(src, "PORT", 8080u16)?,
+            http_limits: HttpLimits::from_source(src)?,
+            metrics_addr: metrics_addr(src)?,
             worker_id: src.get("WORKER_ID").unwrap_or_else(default_worker_id),
         })
     }
@@ -343,6 +429,33 @@ mod tests {
         assert!(s.stripe_api.is_none());
         assert!(s.supabase_auth.is_none());
         assert_eq!(s.webhook.livemode, None);
+        assert_eq!(s.http_limits.max_connections, 1000);
+        assert_eq!(s.http_limits.head_timeout, Duration::from_secs(5));
+        assert_eq!(s.http_limits.body_timeout, Duration::from_secs(10));
+        assert_eq!(s.http_limits.keep_alive, Duration::from_secs(5));
+        assert_eq!(s.metrics_addr, None);
+        assert!(!s.provisioning.confirm_checkout_email);
+    }
+
+    #[test]
+    fn metrics_addr_and_the_confirmation_setting_parse_or_are_named() {
+        let mut e = env(BASE);
+        e.insert("METRICS_ADDR".into(), "127.0.0.1:9090".into());
+        e.insert("AUTH_CONFIRM_CHECKOUT_EMAIL".into(), "true".into());
+        let s = Settings::from_source(&e).unwrap();
+        assert_eq!(s.metrics_addr, Some("127.0.0.1:9090".parse().unwrap()));
+        assert!(s.provisioning.confirm_checkout_email);
+        for (name, bad) in [
+            ("METRICS_ADDR", "localhost"),
+            ("AUTH_CONFIRM_CHECKOUT_EMAIL", "yes"),
+            ("HTTP_MAX_CONNECTIONS", "0"),
+            ("HTTP_BODY_TIMEOUT_SECS", "0"),
+        ] {
+            let mut e = env(BASE);
+            e.insert(name.into(), bad.into());
+            let msg = Settings::from_source(&e).unwrap_err().to_string();
+            assert!(msg.starts_with(&format!("{name} is malformed")), "{msg}");
+        }
     }
 
     #[test]

@@ -69,7 +69,11 @@ pub async fn prepare_auth_user(
         return Ok(Some(row.get(0)));
     }
     match admin
-        .create_user(&buyer.email, buyer.name.as_deref())
+        .create_user(
+            &buyer.email,
+            buyer.name.as_deref(),
+            ctx.confirm_checkout_email,
+        )
         .await
         .map_err(|e| HandlerError::External(e.to_string()))?
     {
@@ -86,7 +90,8 @@ pub async fn prepare_auth_user(
     }
 }
 
-const CREATE_AUTH_USER: &str = "select public.find_or_create_auth_user($1, $2)";
+/// `$3`: whether a new user's address counts as confirmed (AUTH_CONFIRM_CHECKOUT_EMAIL).
+const CREATE_AUTH_USER: &str = "select public.find_or_create_auth_user($1, $2, $3)";
 
 /// The profile mirrors the auth user's address; a name fills an empty full_name only (the user
 /// may have edited theirs).
@@ -105,6 +110,7 @@ pub async fn provision(
     tx: &Transaction<'_>,
     buyer: &Buyer,
     pre_created: Option<Uuid>,
+    confirm_email: bool,
 ) -> Result<Uuid, HandlerError> {
     let user_id = match resolve_customer(tx, buyer.stripe_customer.as_deref()).await? {
         Some(mapped) => mapped,
@@ -112,7 +118,7 @@ pub async fn provision(
             Some(id) => id,
             None => {
                 let stmt = tx.prepare_cached(CREATE_AUTH_USER).await?;
-                tx.query_one(&stmt, &[&buyer.email.as_str(), &buyer.name])
+                tx.query_one(&stmt, &[&buyer.email.as_str(), &buyer.name, &confirm_email])
                     .await?
                     .get(0)
             }

@@ -4,7 +4,8 @@
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::config::{
-    self, DatabaseSettings, RetrySettings, Source, StripeApiSettings, SupabaseAuthSettings,
+    self, DatabaseSettings, ProvisioningSettings, RetrySettings, Source, StripeApiSettings,
+    SupabaseAuthSettings,
 };
 use crate::ingest::Pipeline;
 
@@ -16,6 +17,7 @@ pub fn pipeline(src: &dyn Source, role: &str) -> anyhow::Result<Pipeline> {
         RetrySettings::from_source(src)?,
         StripeApiSettings::from_source(src)?,
         SupabaseAuthSettings::from_source(src)?,
+        ProvisioningSettings::from_source(src)?,
         worker_id(src, role),
     )?;
     pipeline.livemode = config::livemode(src)?;

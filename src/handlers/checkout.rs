@@ -125,7 +125,8 @@ pub async fn completed(
         .buyer
         .as_ref()
         .ok_or_else(|| HandlerError::NotYet("buyer not resolved".into()))?;
-    let user_id = provision::provision(tx, buyer, prepared.auth_user).await?;
+    let user_id =
+        provision::provision(tx, buyer, prepared.auth_user, prepared.confirm_email).await?;
     let mut applied = Applied {
         user_id: Some(user_id),
         ..Applied::default()

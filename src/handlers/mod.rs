@@ -29,6 +29,8 @@ use crate::supabase_auth::AuthAdmin;
 pub struct HandlerContext {
     pub stripe: Option<StripeApi>,
     pub auth_admin: Option<AuthAdmin>,
+    /// AUTH_CONFIRM_CHECKOUT_EMAIL: auth users created for a buyer count as confirmed.
+    pub confirm_checkout_email: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +84,8 @@ pub struct Prepared {
     pub buyer: Option<Buyer>,
     /// The auth user created or found through the Supabase Auth admin API.
     pub auth_user: Option<Uuid>,
+    /// Whether an auth user created for the buyer counts as confirmed.
+    pub confirm_email: bool,
 }
 
 impl Prepared {
@@ -95,6 +99,7 @@ impl Prepared {
         Ok(Self {
             buyer: Some(buyer),
             auth_user,
+            confirm_email: ctx.confirm_checkout_email,
         })
     }
 }

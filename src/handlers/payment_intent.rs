@@ -173,7 +173,9 @@ pub async fn changed(
     let user_id = match provision::resolve_customer(tx, pi.customer.as_deref()).await? {
         Some(user) => Some(user),
         None => match &prepared.buyer {
-            Some(buyer) => Some(provision::provision(tx, buyer, prepared.auth_user).await?),
+            Some(buyer) => Some(
+                provision::provision(tx, buyer, prepared.auth_user, prepared.confirm_email).await?,
+            ),
             None => None,
         },
     };

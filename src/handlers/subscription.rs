@@ -314,7 +314,7 @@ pub async fn changed(
     let user_id = match resolved? {
         Some(user) => user,
         None => match &prepared.buyer {
-            Some(buyer) => provision::provision(tx, buyer, prepared.auth_user).await?,
+            Some(buyer) => provision::provision(tx, buyer, prepared.auth_user, prepared.confirm_email).await?,
             None => {
                 return Err(HandlerError::NotYet(format!(
                     "customer {} of subscription {} is not mapped to a user yet (its checkout has not arrived)",

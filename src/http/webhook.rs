@@ -2,58 +2,29 @@
 //!
 //! Answers: 200 once the event row is committed (processed, ignored, duplicate, or failed with a
 //! retry scheduled: we own retries, Stripe sees a healthy endpoint); 400 for what the sender
-//! got wrong (nothing stored); 413 over 1 MiB; 503 while the database is unreachable, so
+//! got wrong (nothing stored); 413 over 1 MiB; 408 for a body not received in time and 503
+//! while the body budget is spent (see `limits`); 503 while the database is unreachable, so
 //! Stripe delivers again later.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{ConnectionType, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use futures_util::StreamExt;
 use serde_json::json;
 use tracing::Instrument;
 
+use super::limits::{read_body, BodyError, BodyLimits};
 use crate::envelope::EventEnvelope;
 use crate::ingest::IngestError;
 use crate::startup::AppState;
 
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
 fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": message.into() }))
-}
-
-enum BodyError {
-    TooLarge,
-    Broken(String),
-}
-
-/// Reads the body without ever buffering more than the limit.
-async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-) -> Result<web::BytesMut, BodyError> {
-    let declared = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
-        return Err(BodyError::TooLarge);
-    }
-    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(8192).min(MAX_BODY_BYTES));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| BodyError::Broken(e.to_string()))?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(BodyError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 pub async fn receive(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
+    limits: web::Data<BodyLimits>,
 ) -> HttpResponse {
     let request_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!(
@@ -62,7 +33,7 @@ pub async fn receive(
         event_id = tracing::field::Empty,
         event_type = tracing::field::Empty,
     );
-    handle(req, payload, state, request_id)
+    handle(req, payload, state, limits, request_id)
         .instrument(span)
         .await
 }
@@ -71,10 +42,11 @@ async fn handle(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
+    limits: web::Data<BodyLimits>,
     request_id: String,
 ) -> HttpResponse {
     let metrics = &state.pipeline.metrics;
-    let body = match read_body(&req, payload).await {
+    let body = match read_body(&req, payload, &limits).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
             metrics.delivery("rejected", "too_large");
@@ -84,6 +56,38 @@ async fn handle(
                 "body over 1 MiB"
             );
             return error(StatusCode::PAYLOAD_TOO_LARGE, "payload exceeds 1 MiB");
+        }
+        Err(BodyError::TimedOut) => {
+            metrics.delivery("rejected", "body_timeout");
+            tracing::warn!(
+                outcome = "rejected",
+                reason = "body_timeout",
+                "body not received in time"
+            );
+            // The rest of the body is never read: the connection closes after this answer.
+            let mut answer = error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "body not received within {} s",
+                    limits.timeout.as_secs_f64()
+                ),
+            );
+            answer.head_mut().set_connection_type(ConnectionType::Close);
+            return answer;
+        }
+        Err(BodyError::Busy) => {
+            metrics.delivery("rejected", "busy");
+            tracing::warn!(
+                outcome = "rejected",
+                reason = "busy",
+                "body buffer budget spent"
+            );
+            let mut answer = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many large bodies at once, retry later",
+            );
+            answer.head_mut().set_connection_type(ConnectionType::Close);
+            return answer;
         }
         Err(BodyError::Broken(e)) => {
             metrics.delivery("rejected", "broken_body");

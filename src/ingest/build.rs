@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use super::Pipeline;
-use crate::config::{DatabaseSettings, RetrySettings, StripeApiSettings, SupabaseAuthSettings};
+use crate::config::{
+    DatabaseSettings, ProvisioningSettings, RetrySettings, StripeApiSettings, SupabaseAuthSettings,
+};
 use crate::db;
 use crate::handlers::HandlerContext;
 use crate::metrics::Metrics;
@@ -19,6 +21,7 @@ impl Pipeline {
         retry: RetrySettings,
         stripe_api: Option<StripeApiSettings>,
         supabase_auth: Option<SupabaseAuthSettings>,
+        provisioning: ProvisioningSettings,
         worker_id: String,
     ) -> anyhow::Result<Self> {
         Ok(Self {
@@ -29,6 +32,7 @@ impl Pipeline {
             handlers: Arc::new(HandlerContext {
                 stripe: stripe_api.as_ref().map(StripeApi::new).transpose()?,
                 auth_admin: supabase_auth.map(AuthAdmin::new),
+                confirm_checkout_email: provisioning.confirm_checkout_email,
             }),
             metrics: Arc::new(Metrics::default()),
         })

@@ -55,15 +55,15 @@ select is(public.find_or_create_auth_user('  buyer.a@EXAMPLE.com ', null),
           'same email in another case finds the same user');
 select is((select count(*)::int from auth.users where lower(email) = 'buyer.a@example.com'), 1, 'exactly one auth user for the email');
 select ok((select instance_id = '00000000-0000-0000-0000-000000000000' and aud = 'authenticated' and role = 'authenticated'
-              and email_confirmed_at is not null and encrypted_password = ''
+              and email_confirmed_at is null and is_super_admin = false and encrypted_password = ''
               and confirmation_token = '' and recovery_token = '' and email_change_token_new = '' and email_change = ''
               and raw_app_meta_data = '{"provider": "email", "providers": ["email"]}'::jsonb
               and raw_user_meta_data ->> 'full_name' = 'Buyer A'
               and created_at is not null and updated_at is not null
              from auth.users where email = 'buyer.a@example.com'),
-          'auth user has the columns GoTrue needs (confirmed, empty tokens, email provider)');
+          'auth user has the columns GoTrue needs (not confirmed, not super admin, empty tokens, email provider)');
 select ok((select i.provider = 'email' and i.provider_id = u.id::text and i.identity_data ->> 'sub' = u.id::text
-              and i.identity_data ->> 'email' = 'buyer.a@example.com' and (i.identity_data ->> 'email_verified')::boolean
+              and i.identity_data ->> 'email' = 'buyer.a@example.com' and not (i.identity_data ->> 'email_verified')::boolean
               and i.last_sign_in_at is null
              from auth.users u join auth.identities i on i.user_id = u.id
             where u.email = 'buyer.a@example.com'),

@@ -5,6 +5,7 @@ mod chaos;
 mod fakes;
 mod health;
 mod helpers;
+mod hostile_clients;
 mod ingest;
 mod migrate;
 mod odd_bodies;
