@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use actix_web::{web, HttpResponse};
 use deadpool_postgres::Pool;
 use serde_json::json;
+use tokio_postgres::error::SqlState;
 
 use crate::db::migrate;
 use crate::metrics::{PoolGauges, QueueGauges};
@@ -96,9 +97,18 @@ fn last<T: Copy>(slot: &Mutex<Option<(Instant, T)>>) -> Option<T> {
 async fn check_readiness(pool: &Pool) -> Option<Readiness> {
     let check = async {
         let client = free_connection(pool).await?;
-        migrate::pending(&**client)
-            .await
-            .map_err(|e| ProbeError::Database(e.to_string()))
+        match migrate::pending(&**client).await {
+            Ok(pending) => Ok(pending),
+            // No migration table yet: nothing is applied.
+            Err(e)
+                if e.code().is_some_and(|c| {
+                    *c == SqlState::UNDEFINED_TABLE || *c == SqlState::INVALID_SCHEMA_NAME
+                }) =>
+            {
+                Ok(vec!["(none applied)"])
+            }
+            Err(e) => Err(ProbeError::Database(crate::db::describe(&e))),
+        }
     };
     Some(match tokio::time::timeout(PROBE_TIMEOUT, check).await {
         Ok(Ok(pending)) if pending.is_empty() => Readiness::Ready,

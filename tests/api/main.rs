@@ -1,5 +1,6 @@
 //! Integration tests: the real application against a real PostgreSQL (see helpers.rs).
 
+mod auth_rows;
 mod catalog;
 mod chaos;
 mod fakes;
@@ -10,6 +11,7 @@ mod ingest;
 mod migrate;
 mod odd_bodies;
 mod operator;
+mod ops_endpoints;
 mod processes;
 mod properties;
 mod purchase;

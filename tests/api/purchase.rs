@@ -120,7 +120,7 @@ impl Purchase {
     }
 }
 
-async fn processed(app: &TestApp, e: &Value) {
+pub async fn processed(app: &TestApp, e: &Value) {
     let answer = app.post_event(e).await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     assert!(
