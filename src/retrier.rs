@@ -10,7 +10,7 @@ const BATCH: i64 = 16;
 pub async fn run(pipeline: Pipeline, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(pipeline.retry.poll_interval) => {}
+            _ = tokio::time::sleep(pipeline.poll_interval()) => {}
             _ = stop.changed() => return,
         }
         if let Err(e) = drain(&pipeline, &stop).await {

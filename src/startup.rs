@@ -5,14 +5,10 @@ use std::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Settings;
+use crate::http::{self, AppState};
 use crate::ingest::Pipeline;
+use crate::retrier;
 use crate::signature::Verifier;
-use crate::{http, retrier};
-
-pub struct AppState {
-    pub pipeline: Pipeline,
-    pub verifier: Verifier,
-}
 
 pub struct Application {
     port: u16,
@@ -26,15 +22,7 @@ impl Application {
     /// Binds the listeners (port 0 picks a free one) and prepares everything; nothing runs
     /// until `run_until_stopped`. Succeeds while the database is down.
     pub fn build(settings: &Settings, handle_signals: bool) -> anyhow::Result<Self> {
-        let mut pipeline = Pipeline::for_cli(
-            &settings.database,
-            settings.retry.clone(),
-            settings.stripe_api.clone(),
-            settings.supabase_auth.clone(),
-            settings.provisioning,
-            settings.worker_id.clone(),
-        )?;
-        pipeline.livemode = settings.webhook.livemode;
+        let pipeline = Pipeline::new(&settings.pipeline)?;
         let shared = http::Shared::new(AppState {
             pipeline: pipeline.clone(),
             verifier: Verifier::new(settings.webhook.secrets.clone(), settings.webhook.tolerance),
@@ -58,7 +46,7 @@ impl Application {
             listener,
             &shared,
             &settings.http_limits,
-            settings.database.pool_size,
+            settings.pipeline.database.pool_size,
             ops_listener.is_none(),
             handle_signals,
         )?;

@@ -46,6 +46,8 @@ impl StripeApi {
     pub fn new(settings: &StripeApiSettings) -> Result<Self, StripeApiError> {
         let client = ClientBuilder::new(settings.secret_key.expose())
             .url(format!("{}/", settings.base_url))
+            // A hung API fails the event that needs it (retried later), nothing else.
+            .timeout(settings.timeout)
             .app_info(
                 "stripe-worker",
                 Some(env!("CARGO_PKG_VERSION").into()),

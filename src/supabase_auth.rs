@@ -35,6 +35,26 @@ pub enum Created {
 #[error("Supabase Auth admin API: {0}")]
 pub struct AuthAdminError(String);
 
+impl AuthAdminError {
+    /// A failed request, named by its cause (never its URL).
+    fn request(e: reqwest::Error) -> Self {
+        if e.is_timeout() {
+            return Self("request timed out".into());
+        }
+        if e.is_connect() {
+            return Self("cannot connect".into());
+        }
+        let e = e.without_url();
+        let mut message = format!("request failed: {e}");
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            message.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        Self(message)
+    }
+}
+
 #[derive(Deserialize)]
 struct UserResponse {
     id: Uuid,
@@ -51,12 +71,17 @@ struct ErrorResponse {
 }
 
 impl AuthAdmin {
-    pub fn new(settings: SupabaseAuthSettings) -> Self {
+    pub fn new(settings: &SupabaseAuthSettings) -> Result<Self, AuthAdminError> {
+        // A hung Auth server fails the event that needs it (retried later), nothing else.
         let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(10))
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.timeout)
             .build()
-            .expect("a reqwest client with a timeout builds");
-        Self { http, settings }
+            .map_err(|e| AuthAdminError(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            settings: settings.clone(),
+        })
     }
 
     pub async fn create_user(
@@ -82,12 +107,9 @@ impl AuthAdmin {
             }))
             .send()
             .await
-            .map_err(|e| AuthAdminError(format!("request failed: {}", e.without_url())))?;
+            .map_err(AuthAdminError::request)?;
         let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| AuthAdminError(e.without_url().to_string()))?;
+        let body = resp.bytes().await.map_err(AuthAdminError::request)?;
         if status.is_success() {
             let user: UserResponse = serde_json::from_slice(&body)
                 .map_err(|e| AuthAdminError(format!("unexpected answer: {e}")))?;

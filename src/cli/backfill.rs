@@ -196,7 +196,7 @@ async fn stored_ids(
     pipeline: &Pipeline,
     ids: &[String],
 ) -> anyhow::Result<std::collections::HashSet<String>> {
-    let client = pipeline.pool.get().await?;
+    let client = pipeline.pool().get().await?;
     let stmt = client.prepare_cached(STORED).await?;
     let mut stored = std::collections::HashSet::new();
     for chunk in ids.chunks(STORED_CHUNK) {

@@ -3,35 +3,13 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::config::{
-    self, DatabaseSettings, ProvisioningSettings, RetrySettings, Source, StripeApiSettings,
-    SupabaseAuthSettings,
-};
+use crate::config::{PipelineSettings, Source};
 use crate::ingest::Pipeline;
 
 /// A pipeline configured like `serve`'s (database, retry rules, STRIPE_LIVEMODE, Stripe API and
 /// Supabase Auth when set), named `<role>:<WORKER_ID or host:pid>` in `locked_by`.
 pub fn pipeline(src: &dyn Source, role: &str) -> anyhow::Result<Pipeline> {
-    let mut pipeline = Pipeline::for_cli(
-        &DatabaseSettings::from_source(src)?,
-        RetrySettings::from_source(src)?,
-        StripeApiSettings::from_source(src)?,
-        SupabaseAuthSettings::from_source(src)?,
-        ProvisioningSettings::from_source(src)?,
-        worker_id(src, role),
-    )?;
-    pipeline.livemode = config::livemode(src)?;
-    Ok(pipeline)
-}
-
-fn worker_id(src: &dyn Source, role: &str) -> String {
-    let base = src.get("WORKER_ID").unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "host".into());
-        format!("{host}:{}", std::process::id())
-    });
-    format!("{role}:{base}")
+    Pipeline::new(&PipelineSettings::from_source(src)?.for_role(role))
 }
 
 /// An instant: RFC 3339 (`2026-01-31T12:00:00Z`, any offset) or a date (`2026-01-31`, midnight
@@ -68,12 +46,5 @@ mod tests {
         );
         assert!(parse_instant("yesterday").is_err());
         assert!(parse_instant("2026-02-30").is_err());
-    }
-
-    #[test]
-    fn worker_ids_name_the_role() {
-        let env: std::collections::HashMap<String, String> =
-            [("WORKER_ID".to_owned(), "w1".to_owned())].into();
-        assert_eq!(worker_id(&env, "replay"), "replay:w1");
     }
 }

@@ -71,7 +71,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Migrate { platform } => {
             let settings = DatabaseSettings::from_source(&source)?;
-            let mut client = db::connect(settings.url.expose()).await?;
+            let mut client = db::connect(&settings.url).await?;
             let report = db::migrate::run(&mut client, platform).await?;
             if platform {
                 println!("platform: {} files applied", report.platform_files);

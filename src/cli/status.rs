@@ -147,7 +147,7 @@ pub async fn run(
     out: &mut dyn Write,
 ) -> anyhow::Result<StatusReport> {
     let settings = DatabaseSettings::from_source(src)?;
-    let client = db::connect(settings.url.expose()).await?;
+    let client = db::connect(&settings.url).await?;
     let report = collect(&client).await?;
     if args.json {
         serde_json::to_writer_pretty(&mut *out, &report)?;

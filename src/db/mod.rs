@@ -7,18 +7,17 @@ mod tls;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-pub use tls::ConnectOptions;
 
-use crate::config::DatabaseSettings;
+use crate::config::{DatabaseSettings, DatabaseUrl};
 
 /// Builds the pool; connections are opened lazily, so this succeeds while the database is down
 /// (the service starts, answers 503, and recovers on its own).
 pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
-    let options = ConnectOptions::parse(settings.url.expose())
-        .map_err(|reason| anyhow::anyhow!("DATABASE_URL is malformed: {reason}"))?;
+    let tls = tls::connector(&settings.url.tls)
+        .map_err(|reason| anyhow::anyhow!("DATABASE_URL: {reason}"))?;
     let manager = Manager::from_config(
-        options.config,
-        options.tls,
+        settings.url.postgres.clone(),
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -30,6 +29,23 @@ pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
         .create_timeout(Some(settings.acquire_timeout))
         .recycle_timeout(Some(Duration::from_secs(5)))
         .build()?)
+}
+
+/// One standalone connection (for `migrate` and the CLI); the connection task is spawned.
+pub async fn connect(url: &DatabaseUrl) -> anyhow::Result<tokio_postgres::Client> {
+    let tls =
+        tls::connector(&url.tls).map_err(|reason| anyhow::anyhow!("DATABASE_URL: {reason}"))?;
+    let (client, connection) = url
+        .postgres
+        .connect(tls)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to the database: {}", describe(&e)))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "database connection closed");
+        }
+    });
+    Ok(client)
 }
 
 /// A database error with the server's code, message and detail (tokio-postgres' own Display
@@ -56,19 +72,8 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// One standalone connection (for `migrate` and the CLI); the connection task is spawned.
-pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let options = ConnectOptions::parse(url)
-        .map_err(|reason| anyhow::anyhow!("DATABASE_URL is malformed: {reason}"))?;
-    let (client, connection) = options
-        .config
-        .connect(options.tls)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to the database: {}", describe(&e)))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "database connection closed");
-        }
-    });
-    Ok(client)
+/// Whether `e` means the connection is gone (or never came), rather than a statement the server
+/// refused: then nothing of the transaction can be stored.
+pub fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_none()
 }

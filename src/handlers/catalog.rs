@@ -4,11 +4,14 @@ use deadpool_postgres::Transaction;
 use serde::Deserialize;
 
 use super::object::{expandable_id, metadata};
-use super::{ordering, Applied, HandlerError};
+use super::{ordering, Applied, Handler, HandlerError};
 use crate::envelope::EventEnvelope;
 
+pub struct Products;
+pub struct Prices;
+
 #[derive(Deserialize)]
-struct Product {
+pub struct Product {
     id: String,
     #[serde(default = "yes")]
     active: bool,
@@ -37,38 +40,49 @@ const DEACTIVATE_PRODUCT: &str = "
 insert into public.products (id, active, name) values ($1, false, $2)
 on conflict (id) do update set active = false, updated_at = now()";
 
-pub async fn product(tx: &Transaction<'_>, event: &EventEnvelope) -> Result<Applied, HandlerError> {
-    let p: Product = event
-        .object_as()
-        .map_err(|e| HandlerError::invalid("product", e))?;
-    let deleted = event.event_type == "product.deleted";
-    if !ordering::claim(tx, "product", &p.id, event, 0, deleted).await? {
-        return Ok(Applied::note(ordering::stale_note(&p.id)));
+impl Handler for Products {
+    type Object = Product;
+    type Prepared = ();
+    const OBJECT: &'static str = "product";
+    const EVENT_TYPES: &'static [&'static str] =
+        &["product.created", "product.updated", "product.deleted"];
+
+    async fn apply(
+        &self,
+        p: Product,
+        _: (),
+        event: &EventEnvelope,
+        tx: &Transaction<'_>,
+    ) -> Result<Applied, HandlerError> {
+        let deleted = event.event_type == "product.deleted";
+        if !ordering::claim(tx, "product", &p.id, event, 0, deleted).await? {
+            return Ok(Applied::note(ordering::stale_note(&p.id)));
+        }
+        if deleted {
+            // Rows referencing it (prices, subscriptions) stay valid: deactivate, never delete.
+            let stmt = tx.prepare_cached(DEACTIVATE_PRODUCT).await?;
+            tx.execute(&stmt, &[&p.id, &p.name]).await?;
+        } else {
+            let stmt = tx.prepare_cached(UPSERT_PRODUCT).await?;
+            tx.execute(
+                &stmt,
+                &[
+                    &p.id,
+                    &p.active,
+                    &p.name,
+                    &p.description,
+                    &p.images.first(),
+                    &p.metadata,
+                ],
+            )
+            .await?;
+        }
+        Ok(Applied::default())
     }
-    if deleted {
-        // Rows referencing it (prices, subscriptions) stay valid: deactivate, never delete.
-        let stmt = tx.prepare_cached(DEACTIVATE_PRODUCT).await?;
-        tx.execute(&stmt, &[&p.id, &p.name]).await?;
-    } else {
-        let stmt = tx.prepare_cached(UPSERT_PRODUCT).await?;
-        tx.execute(
-            &stmt,
-            &[
-                &p.id,
-                &p.active,
-                &p.name,
-                &p.description,
-                &p.images.first(),
-                &p.metadata,
-            ],
-        )
-        .await?;
-    }
-    Ok(Applied::default())
 }
 
 #[derive(Deserialize)]
-struct Price {
+pub struct Price {
     id: String,
     #[serde(default, deserialize_with = "expandable_id")]
     product: Option<String>,
@@ -117,46 +131,57 @@ set product_id = excluded.product_id, active = excluded.active,
     interval_count = excluded.interval_count, trial_period_days = excluded.trial_period_days,
     lookup_key = excluded.lookup_key, metadata = excluded.metadata, updated_at = now()";
 
-pub async fn price(tx: &Transaction<'_>, event: &EventEnvelope) -> Result<Applied, HandlerError> {
-    let p: Price = event
-        .object_as()
-        .map_err(|e| HandlerError::invalid("price", e))?;
-    let deleted = event.event_type == "price.deleted";
-    if !ordering::claim(tx, "price", &p.id, event, 0, deleted).await? {
-        return Ok(Applied::note(ordering::stale_note(&p.id)));
+impl Handler for Prices {
+    type Object = Price;
+    type Prepared = ();
+    const OBJECT: &'static str = "price";
+    const EVENT_TYPES: &'static [&'static str] =
+        &["price.created", "price.updated", "price.deleted"];
+
+    async fn apply(
+        &self,
+        p: Price,
+        _: (),
+        event: &EventEnvelope,
+        tx: &Transaction<'_>,
+    ) -> Result<Applied, HandlerError> {
+        let deleted = event.event_type == "price.deleted";
+        if !ordering::claim(tx, "price", &p.id, event, 0, deleted).await? {
+            return Ok(Applied::note(ordering::stale_note(&p.id)));
+        }
+        if let Some(product) = &p.product {
+            let stmt = tx.prepare_cached(ENSURE_PRODUCT).await?;
+            tx.execute(&stmt, &[product]).await?;
+        }
+        let price_type = match p.price_type.as_deref() {
+            Some(t @ ("one_time" | "recurring")) => Some(t),
+            _ if p.recurring.is_some() => Some("recurring"),
+            _ => Some("one_time"),
+        };
+        let recurring = p.recurring.as_ref();
+        let interval = recurring
+            .and_then(|r| r.interval.as_deref())
+            .filter(|i| matches!(*i, "day" | "week" | "month" | "year"));
+        let currency = p.currency.as_deref().map(str::to_ascii_lowercase);
+        let stmt = tx.prepare_cached(UPSERT_PRICE).await?;
+        tx.execute(
+            &stmt,
+            &[
+                &p.id,
+                &p.product,
+                &(p.active && !deleted),
+                &p.nickname,
+                &p.unit_amount,
+                &currency,
+                &price_type,
+                &interval,
+                &recurring.and_then(|r| r.interval_count),
+                &recurring.and_then(|r| r.trial_period_days),
+                &p.lookup_key,
+                &p.metadata,
+            ],
+        )
+        .await?;
+        Ok(Applied::default())
     }
-    if let Some(product) = &p.product {
-        let stmt = tx.prepare_cached(ENSURE_PRODUCT).await?;
-        tx.execute(&stmt, &[product]).await?;
-    }
-    let price_type = match p.price_type.as_deref() {
-        Some(t @ ("one_time" | "recurring")) => Some(t),
-        _ if p.recurring.is_some() => Some("recurring"),
-        _ => Some("one_time"),
-    };
-    let recurring = p.recurring.as_ref();
-    let interval = recurring
-        .and_then(|r| r.interval.as_deref())
-        .filter(|i| matches!(*i, "day" | "week" | "month" | "year"));
-    let currency = p.currency.as_deref().map(str::to_ascii_lowercase);
-    let stmt = tx.prepare_cached(UPSERT_PRICE).await?;
-    tx.execute(
-        &stmt,
-        &[
-            &p.id,
-            &p.product,
-            &(p.active && !deleted),
-            &p.nickname,
-            &p.unit_amount,
-            &currency,
-            &price_type,
-            &interval,
-            &recurring.and_then(|r| r.interval_count),
-            &recurring.and_then(|r| r.trial_period_days),
-            &p.lookup_key,
-            &p.metadata,
-        ],
-    )
-    .await?;
-    Ok(Applied::default())
 }

@@ -6,12 +6,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::object::expandable_id;
-use super::{billing, ordering, Applied, HandlerError};
+use super::provision;
+use super::{billing, ordering, Applied, Handler, HandlerError};
 use crate::envelope::EventEnvelope;
-use crate::provision;
 
 #[derive(Deserialize)]
-struct Charge {
+pub struct Charge {
     id: String,
     #[serde(default)]
     amount: i64,
@@ -64,81 +64,94 @@ set amount = excluded.amount,
     receipt_email = coalesce(excluded.receipt_email, charges.receipt_email),
     stripe_customer_id = coalesce(charges.stripe_customer_id, excluded.stripe_customer_id)";
 
-pub async fn changed(tx: &Transaction<'_>, event: &EventEnvelope) -> Result<Applied, HandlerError> {
-    let c: Charge = event
-        .object_as()
-        .map_err(|e| HandlerError::invalid("charge", e))?;
-    // Same-second snapshots: more refunded is later.
-    if !ordering::claim(tx, "charge", &c.id, event, c.amount_refunded, false).await? {
-        return Ok(Applied::note(ordering::stale_note(&c.id)));
-    }
-    let user_id = provision::resolve_customer(tx, c.customer.as_deref()).await?;
-    let currency = c.currency.as_deref().unwrap_or("usd");
-    let status = c.status.as_deref().unwrap_or("succeeded");
-    // The charge may arrive before its intent (and legacy charges have none): the intent row
-    // the foreign key needs is created as `processing`; the intent's own events (or checkout)
-    // bring its real status together with the price, which the voucher needs.
-    let intent = c.payment_intent.as_deref().unwrap_or(&c.id);
-    let placeholder_status = if c.payment_intent.is_none() && status == "succeeded" {
-        "succeeded"
-    } else {
-        "processing"
-    };
-    if let Some(user) = user_id {
-        provision::ensure_customer_row(tx, user).await?;
-    }
-    let stmt = tx.prepare_cached(ENSURE_INTENT).await?;
-    let intent_row: uuid::Uuid = tx
-        .query_one(
+pub struct Charges;
+
+impl Handler for Charges {
+    type Object = Charge;
+    type Prepared = ();
+    const OBJECT: &'static str = "charge";
+    const EVENT_TYPES: &'static [&'static str] =
+        &["charge.succeeded", "charge.updated", "charge.refunded"];
+
+    async fn apply(
+        &self,
+        c: Charge,
+        _: (),
+        event: &EventEnvelope,
+        tx: &Transaction<'_>,
+    ) -> Result<Applied, HandlerError> {
+        // Same-second snapshots: more refunded is later.
+        if !ordering::claim(tx, "charge", &c.id, event, c.amount_refunded, false).await? {
+            return Ok(Applied::note(ordering::stale_note(&c.id)));
+        }
+        let user_id = provision::resolve_customer(tx, c.customer.as_deref()).await?;
+        let currency = c.currency.as_deref().unwrap_or("usd");
+        let status = c.status.as_deref().unwrap_or("succeeded");
+        // The charge may arrive before its intent (and legacy charges have none): the intent row
+        // the foreign key needs is created as `processing`; the intent's own events (or checkout)
+        // bring its real status together with the price, which the voucher needs.
+        let intent = c.payment_intent.as_deref().unwrap_or(&c.id);
+        let placeholder_status = if c.payment_intent.is_none() && status == "succeeded" {
+            "succeeded"
+        } else {
+            "processing"
+        };
+        if let Some(user) = user_id {
+            provision::ensure_customer_row(tx, user).await?;
+        }
+        let stmt = tx.prepare_cached(ENSURE_INTENT).await?;
+        let intent_row: uuid::Uuid = tx
+            .query_one(
+                &stmt,
+                &[
+                    &intent,
+                    &placeholder_status,
+                    &c.amount,
+                    &currency,
+                    &user_id,
+                    &c.receipt_email,
+                    &c.customer,
+                ],
+            )
+            .await?
+            .get(0);
+        let stmt = tx.prepare_cached(UPSERT).await?;
+        tx.execute(
             &stmt,
             &[
-                &intent,
-                &placeholder_status,
+                &c.id,
+                &intent_row,
                 &c.amount,
+                &c.amount_refunded,
                 &currency,
                 &user_id,
+                &c.billing_details,
+                &status,
                 &c.receipt_email,
                 &c.customer,
             ],
         )
-        .await?
-        .get(0);
-    let stmt = tx.prepare_cached(UPSERT).await?;
-    tx.execute(
-        &stmt,
-        &[
-            &c.id,
-            &intent_row,
-            &c.amount,
-            &c.amount_refunded,
-            &currency,
-            &user_id,
-            &c.billing_details,
-            &status,
-            &c.receipt_email,
-            &c.customer,
-        ],
-    )
-    .await?;
-    if event.event_type == "charge.refunded" {
-        let before = event
-            .previous_attributes_as::<PreviousRefund>()
-            .amount_refunded
-            .unwrap_or(0);
-        let refunded_now = (c.amount_refunded - before).max(0);
-        let meta = json!({ "charge": c.id, "payment_intent": intent, "customer": c.customer,
-                           "amount_refunded_total": c.amount_refunded, "full_refund": c.amount_refunded >= c.amount });
-        let entry = billing::Entry {
+        .await?;
+        if event.event_type == "charge.refunded" {
+            let before = event
+                .previous_attributes_as::<PreviousRefund>()
+                .amount_refunded
+                .unwrap_or(0);
+            let refunded_now = (c.amount_refunded - before).max(0);
+            let meta = json!({ "charge": c.id, "payment_intent": intent, "customer": c.customer,
+                               "amount_refunded_total": c.amount_refunded, "full_refund": c.amount_refunded >= c.amount });
+            let entry = billing::Entry {
+                user_id,
+                amount_minor: Some(-refunded_now),
+                currency: Some(currency),
+                external_id: &event.id,
+                metadata: meta,
+            };
+            billing::record(tx, event, entry).await?;
+        }
+        Ok(Applied {
             user_id,
-            amount_minor: Some(-refunded_now),
-            currency: Some(currency),
-            external_id: &event.id,
-            metadata: meta,
-        };
-        billing::record(tx, event, entry).await?;
+            ..Applied::default()
+        })
     }
-    Ok(Applied {
-        user_id,
-        ..Applied::default()
-    })
 }

@@ -7,10 +7,10 @@ use serde::Deserialize;
 
 use super::object::{expandable_id, metadata};
 use super::payment_intent::{upsert, IntentFacts};
-use super::{billing, Applied, HandlerContext, HandlerError, Prepared};
+use super::provision::{self, Buyer, PreparedBuyer};
+use super::{billing, Applied, Handler, HandlerError, PrepareContext};
 use crate::email::Email;
 use crate::envelope::EventEnvelope;
-use crate::provision::{self, Buyer};
 
 #[derive(Deserialize)]
 pub struct Session {
@@ -28,7 +28,7 @@ pub struct Session {
     #[serde(default, deserialize_with = "expandable_id")]
     payment_intent: Option<String>,
     #[serde(default, deserialize_with = "expandable_id")]
-    pub subscription: Option<String>,
+    subscription: Option<String>,
     #[serde(default)]
     amount_total: Option<i64>,
     #[serde(default)]
@@ -56,113 +56,120 @@ impl Session {
     }
 }
 
-/// Before the transaction: the buyer's email (`customer_details.email`, else the prefilled
-/// `customer_email`, else the Stripe customer's) and, with the admin API, their auth user.
-pub async fn prepare(
-    ctx: &HandlerContext,
-    client: &impl deadpool_postgres::GenericClient,
-    event: &EventEnvelope,
-) -> Result<Prepared, HandlerError> {
-    let s: Session = event
-        .object_as()
-        .map_err(|e| HandlerError::invalid("checkout session", e))?;
-    if !s.is_paid() {
-        return Ok(Prepared::default());
-    }
-    let details = s.customer_details.unwrap_or_default();
-    let mut name = details.name.filter(|n| !n.trim().is_empty());
-    let mut email = details
-        .email
-        .as_deref()
-        .or(s.customer_email.as_deref())
-        .and_then(Email::parse);
-    if email.is_none() {
-        let Some(customer) = &s.customer else {
-            return Err(HandlerError::invalid(
-                "checkout session",
-                "no buyer email and no customer",
-            ));
-        };
-        let Some(api) = &ctx.stripe else {
-            return Err(HandlerError::NotYet(format!(
-                "no buyer email in session {}: set STRIPE_SECRET_KEY to look up customer {customer}",
-                s.id
-            )));
-        };
-        let contact = api.customer(customer).await?;
-        email = contact.email.as_deref().and_then(Email::parse);
-        name = name.or(contact.name);
-        if email.is_none() {
-            return Err(HandlerError::NotYet(format!(
-                "Stripe customer {customer} has no email"
-            )));
-        }
-    }
-    let buyer = Buyer {
-        email: email.expect("checked above"),
-        name,
-        stripe_customer: s.customer.clone(),
-    };
-    Prepared::for_buyer(ctx, client, buyer).await
-}
+pub struct CheckoutCompleted;
 
-pub async fn completed(
-    tx: &Transaction<'_>,
-    event: &EventEnvelope,
-    prepared: &Prepared,
-) -> Result<Applied, HandlerError> {
-    let s: Session = event
-        .object_as()
-        .map_err(|e| HandlerError::invalid("checkout session", e))?;
-    if !s.is_paid() {
-        return Ok(Applied::note(format!(
-            "session {} is {}: provisioning waits for the payment",
-            s.id,
-            s.payment_status.as_deref().unwrap_or("unpaid")
-        )));
-    }
-    let buyer = prepared
-        .buyer
-        .as_ref()
-        .ok_or_else(|| HandlerError::NotYet("buyer not resolved".into()))?;
-    let user_id =
-        provision::provision(tx, buyer, prepared.auth_user, prepared.confirm_email).await?;
-    let mut applied = Applied {
-        user_id: Some(user_id),
-        ..Applied::default()
-    };
-    match s.mode.as_deref() {
-        Some("payment") | None => {
-            // A session with nothing to pay has no payment intent; it is keyed by the session.
-            let intent = s.payment_intent.clone().unwrap_or_else(|| s.id.clone());
-            let price_id = s.metadata.get("price_id").and_then(|v| v.as_str());
-            upsert(
-                tx,
-                &IntentFacts {
-                    stripe_id: &intent,
-                    status: "succeeded",
-                    amount: s.amount_total.unwrap_or(0),
-                    currency: s.currency.as_deref().unwrap_or("usd"),
-                    user_id: Some(user_id),
-                    receipt_email: Some(buyer.email.as_str()),
-                    stripe_customer: s.customer.as_deref(),
-                    price_id,
-                },
-            )
-            .await?;
-            billing::attribute(tx, user_id, &intent).await?;
+impl Handler for CheckoutCompleted {
+    type Object = Session;
+    type Prepared = Option<PreparedBuyer>;
+    const OBJECT: &'static str = "checkout session";
+    const EVENT_TYPES: &'static [&'static str] = &[
+        "checkout.session.completed",
+        "checkout.session.async_payment_succeeded",
+    ];
+    const CALLS_OUT: bool = true;
+
+    /// The buyer's email (`customer_details.email`, else the prefilled `customer_email`, else
+    /// the Stripe customer's) and, with the admin API, their auth user.
+    async fn prepare(
+        &self,
+        s: &Session,
+        _: &EventEnvelope,
+        cx: &PrepareContext<'_>,
+    ) -> Result<Option<PreparedBuyer>, HandlerError> {
+        if !s.is_paid() {
+            return Ok(None);
         }
-        Some("subscription") => {
-            if let Some(sub) = &s.subscription {
-                super::subscription::link_to_user(tx, sub, user_id).await?;
+        let details = s.customer_details.as_ref();
+        let mut name = details
+            .and_then(|d| d.name.clone())
+            .filter(|n| !n.trim().is_empty());
+        let mut email = details
+            .and_then(|d| d.email.as_deref())
+            .or(s.customer_email.as_deref())
+            .and_then(Email::parse);
+        if email.is_none() {
+            let Some(customer) = &s.customer else {
+                return Err(HandlerError::invalid(
+                    "checkout session",
+                    "no buyer email and no customer",
+                ));
+            };
+            let Some(api) = cx.stripe else {
+                return Err(HandlerError::NotYet(format!(
+                    "no buyer email in session {}: set STRIPE_SECRET_KEY to look up customer {customer}",
+                    s.id
+                )));
+            };
+            let contact = api.customer(customer).await?;
+            email = contact.email.as_deref().and_then(Email::parse);
+            name = name.or(contact.name);
+        }
+        let Some(email) = email else {
+            return Err(HandlerError::NotYet(format!(
+                "Stripe customer {} has no email",
+                s.customer.as_deref().unwrap_or_default()
+            )));
+        };
+        let buyer = Buyer {
+            email,
+            name,
+            stripe_customer: s.customer.clone(),
+        };
+        provision::prepare_buyer(cx, buyer).await
+    }
+
+    async fn apply(
+        &self,
+        s: Session,
+        prepared: Option<PreparedBuyer>,
+        _: &EventEnvelope,
+        tx: &Transaction<'_>,
+    ) -> Result<Applied, HandlerError> {
+        if !s.is_paid() {
+            return Ok(Applied::note(format!(
+                "session {} is {}: provisioning waits for the payment",
+                s.id,
+                s.payment_status.as_deref().unwrap_or("unpaid")
+            )));
+        }
+        let prepared = prepared.ok_or_else(|| HandlerError::NotYet("buyer not resolved".into()))?;
+        let buyer = &prepared.buyer;
+        let user_id = provision::provision(tx, &prepared).await?;
+        let mut applied = Applied::for_user(Some(user_id));
+        match s.mode.as_deref() {
+            Some("payment") | None => {
+                // A session with nothing to pay has no payment intent; it is keyed by the session.
+                let intent = s.payment_intent.clone().unwrap_or_else(|| s.id.clone());
+                let price_id = s.metadata.get("price_id").and_then(|v| v.as_str());
+                upsert(
+                    tx,
+                    &IntentFacts {
+                        stripe_id: &intent,
+                        status: "succeeded",
+                        amount: s.amount_total.unwrap_or(0),
+                        currency: s.currency.as_deref().unwrap_or("usd"),
+                        user_id: Some(user_id),
+                        receipt_email: Some(buyer.email.as_str()),
+                        stripe_customer: s.customer.as_deref(),
+                        price_id,
+                    },
+                )
+                .await?;
+                billing::attribute(tx, user_id, &intent).await?;
+            }
+            Some("subscription") => {
+                if let Some(sub) = &s.subscription {
+                    super::subscription::link_to_user(tx, sub, user_id).await?;
+                }
+            }
+            Some(other) => {
+                applied.note = Some(format!("mode {other}: buyer provisioned, nothing bought"))
             }
         }
-        Some(other) => {
-            applied.note = Some(format!("mode {other}: buyer provisioned, nothing bought"))
+        if let Some(customer) = &s.customer {
+            provision::link_customer(tx, user_id, customer, Some(&buyer.email)).await?;
+            applied.linked_customer = Some(customer.clone());
         }
+        Ok(applied)
     }
-    if let Some(customer) = &s.customer {
-        provision::link_customer(tx, user_id, customer, Some(&buyer.email)).await?;
-    }
-    Ok(applied)
 }

@@ -11,12 +11,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::object::expandable_id;
-use super::{billing, Applied, HandlerError};
+use super::provision;
+use super::{billing, Applied, Handler, HandlerError};
 use crate::envelope::EventEnvelope;
-use crate::provision;
 
 #[derive(Deserialize)]
-struct Invoice {
+pub struct Invoice {
     id: String,
     #[serde(default, deserialize_with = "expandable_id")]
     customer: Option<String>,
@@ -97,82 +97,99 @@ const SUBSCRIPTION: &str = "select user_id, price_id from public.subscriptions w
 const RECORD_PERIOD: &str =
     "select public.record_subscription_period($1, $2, $3, 'active', $4, $5)";
 
-pub async fn changed(tx: &Transaction<'_>, event: &EventEnvelope) -> Result<Applied, HandlerError> {
-    let inv: Invoice = event
-        .object_as()
-        .map_err(|e| HandlerError::invalid("invoice", e))?;
-    let Some(sub) = inv.subscription_id().map(str::to_owned) else {
-        return Ok(Applied::note(format!(
-            "invoice {} is not for a subscription",
-            inv.id
-        )));
-    };
-    let stmt = tx.prepare_cached(SUBSCRIPTION).await?;
-    let row = tx.query_opt(&stmt, &[&sub]).await?;
-    let user_id = match &row {
-        Some(r) => Some(r.get::<_, uuid::Uuid>(0)),
-        None => provision::resolve_customer(tx, inv.customer.as_deref()).await?,
-    };
-    let paid = event.event_type != "invoice.payment_failed";
-    let period = inv.period();
-    if paid {
-        // Only cycle and first invoices pay a whole period; proration invoices of a plan
-        // change pay a part of the current one, which already has its voucher.
-        let pays_period = matches!(
-            inv.billing_reason.as_deref(),
-            Some("subscription_create" | "subscription_cycle") | None
-        );
-        if let (true, Some((start, end))) = (pays_period, period) {
-            let Some(row) = &row else {
-                return Err(HandlerError::NotYet(format!(
-                    "subscription {sub} of invoice {} is not stored yet",
-                    inv.id
-                )));
-            };
-            let price: Option<String> = row.get(1);
-            let stmt = tx.prepare_cached(RECORD_PERIOD).await?;
-            tx.execute(
-                &stmt,
-                &[&sub, &row.get::<_, uuid::Uuid>(0), &price, &start, &end],
-            )
-            .await?;
+pub struct Invoices;
+
+impl Handler for Invoices {
+    type Object = Invoice;
+    type Prepared = ();
+    const OBJECT: &'static str = "invoice";
+    const EVENT_TYPES: &'static [&'static str] = &[
+        "invoice.paid",
+        "invoice.payment_succeeded",
+        "invoice.payment_failed",
+    ];
+
+    async fn apply(
+        &self,
+        inv: Invoice,
+        _: (),
+        event: &EventEnvelope,
+        tx: &Transaction<'_>,
+    ) -> Result<Applied, HandlerError> {
+        let Some(sub) = inv.subscription_id().map(str::to_owned) else {
+            return Ok(Applied::note(format!(
+                "invoice {} is not for a subscription",
+                inv.id
+            )));
+        };
+        let stmt = tx.prepare_cached(SUBSCRIPTION).await?;
+        let row = tx.query_opt(&stmt, &[&sub]).await?;
+        let user_id = match &row {
+            Some(r) => Some(r.get::<_, uuid::Uuid>(0)),
+            None => provision::resolve_customer(tx, inv.customer.as_deref()).await?,
+        };
+        let paid = event.event_type != "invoice.payment_failed";
+        let period = inv.period();
+        if paid {
+            // Only cycle and first invoices pay a whole period; proration invoices of a plan
+            // change pay a part of the current one, which already has its voucher.
+            let pays_period = matches!(
+                inv.billing_reason.as_deref(),
+                Some("subscription_create" | "subscription_cycle") | None
+            );
+            if let (true, Some((start, end))) = (pays_period, period) {
+                let Some(row) = &row else {
+                    return Err(HandlerError::NotYet(format!(
+                        "subscription {sub} of invoice {} is not stored yet",
+                        inv.id
+                    )));
+                };
+                let price: Option<String> = row.get(1);
+                let stmt = tx.prepare_cached(RECORD_PERIOD).await?;
+                tx.execute(
+                    &stmt,
+                    &[&sub, &row.get::<_, uuid::Uuid>(0), &price, &start, &end],
+                )
+                .await?;
+            }
         }
+        let Some(user_id) = user_id else {
+            return Err(HandlerError::NotYet(format!(
+                "customer of invoice {} is not mapped to a user yet",
+                inv.id
+            )));
+        };
+        let meta = json!({
+            "invoice": inv.id, "subscription": sub, "customer": inv.customer,
+            "billing_reason": inv.billing_reason, "attempt_count": inv.attempt_count,
+            "period_start": period.map(|p| p.0), "period_end": period.map(|p| p.1),
+        });
+        // invoice.paid and invoice.payment_succeeded report one payment: one row per invoice.
+        let external = if paid {
+            inv.id.clone()
+        } else {
+            event.id.clone()
+        };
+        let amount = if paid {
+            inv.amount_paid
+        } else {
+            inv.amount_due
+        };
+        let entry = billing::Entry {
+            user_id: Some(user_id),
+            amount_minor: amount,
+            currency: inv.currency.as_deref(),
+            external_id: &external,
+            metadata: meta,
+        };
+        billing::record(tx, event, entry).await?;
+        let note = (!paid).then(|| {
+            "payment failed: the subscription's own events carry its new status".to_owned()
+        });
+        Ok(Applied {
+            user_id: Some(user_id),
+            note,
+            ..Applied::default()
+        })
     }
-    let Some(user_id) = user_id else {
-        return Err(HandlerError::NotYet(format!(
-            "customer of invoice {} is not mapped to a user yet",
-            inv.id
-        )));
-    };
-    let meta = json!({
-        "invoice": inv.id, "subscription": sub, "customer": inv.customer,
-        "billing_reason": inv.billing_reason, "attempt_count": inv.attempt_count,
-        "period_start": period.map(|p| p.0), "period_end": period.map(|p| p.1),
-    });
-    // invoice.paid and invoice.payment_succeeded report one payment: one row per invoice.
-    let external = if paid {
-        inv.id.clone()
-    } else {
-        event.id.clone()
-    };
-    let amount = if paid {
-        inv.amount_paid
-    } else {
-        inv.amount_due
-    };
-    let entry = billing::Entry {
-        user_id: Some(user_id),
-        amount_minor: amount,
-        currency: inv.currency.as_deref(),
-        external_id: &external,
-        metadata: meta,
-    };
-    billing::record(tx, event, entry).await?;
-    let note = (!paid)
-        .then(|| "payment failed: the subscription's own events carry its new status".to_owned());
-    Ok(Applied {
-        user_id: Some(user_id),
-        note,
-        ..Applied::default()
-    })
 }

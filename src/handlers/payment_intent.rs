@@ -6,13 +6,13 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::object::{expandable_id, metadata};
-use super::{billing, ordering, Applied, HandlerContext, HandlerError, Prepared};
+use super::provision::{self, Buyer, PreparedBuyer};
+use super::{billing, ordering, Applied, Handler, HandlerError, PrepareContext};
 use crate::email::Email;
 use crate::envelope::EventEnvelope;
-use crate::provision::{self, Buyer};
 
 #[derive(Deserialize)]
-struct Intent {
+pub struct Intent {
     id: String,
     #[serde(default)]
     status: Option<String>,
@@ -111,114 +111,121 @@ pub async fn upsert(
 
 /// A succeeded intent of a buyer we do not know (payment link, API purchase) provisions them
 /// from `receipt_email`, else the Stripe customer's email.
-pub async fn prepare(
-    ctx: &HandlerContext,
-    client: &impl deadpool_postgres::GenericClient,
-    event: &EventEnvelope,
-) -> Result<Prepared, HandlerError> {
-    let pi: Intent = event
-        .object_as()
-        .map_err(|e| HandlerError::invalid("payment intent", e))?;
-    let mut email = pi.receipt_email.as_deref().and_then(Email::parse);
-    // Without an address and no Stripe API to ask, there is nothing to prepare: skip the look-up.
-    if pi.status(&event.event_type) != "succeeded"
-        || (email.is_none() && (pi.customer.is_none() || ctx.stripe.is_none()))
-        || provision::resolve_customer(client, pi.customer.as_deref())
-            .await?
-            .is_some()
-    {
-        return Ok(Prepared::default());
-    }
-    let mut name = None;
-    if email.is_none() {
-        if let (Some(customer), Some(api)) = (&pi.customer, &ctx.stripe) {
-            let contact = api.customer(customer).await?;
-            email = contact.email.as_deref().and_then(Email::parse);
-            name = contact.name;
-        }
-    }
-    // Without an address the intent is stored unlinked; its checkout session links it.
-    let Some(email) = email else {
-        return Ok(Prepared::default());
-    };
-    let buyer = Buyer {
-        email,
-        name,
-        stripe_customer: pi.customer.clone(),
-    };
-    Prepared::for_buyer(ctx, client, buyer).await
-}
+pub struct PaymentIntents;
 
-pub async fn changed(
-    tx: &Transaction<'_>,
-    event: &EventEnvelope,
-    prepared: &Prepared,
-) -> Result<Applied, HandlerError> {
-    let pi: Intent = event
-        .object_as()
-        .map_err(|e| HandlerError::invalid("payment intent", e))?;
-    let status = pi.status(&event.event_type).to_owned();
-    if !ordering::claim(
-        tx,
-        "payment_intent",
-        &pi.id,
-        event,
-        status_rank(&status),
-        false,
-    )
-    .await?
-    {
-        return Ok(Applied::note(ordering::stale_note(&pi.id)));
-    }
-    let user_id = match provision::resolve_customer(tx, pi.customer.as_deref()).await? {
-        Some(user) => Some(user),
-        None => match &prepared.buyer {
-            Some(buyer) => Some(
-                provision::provision(tx, buyer, prepared.auth_user, prepared.confirm_email).await?,
-            ),
-            None => None,
-        },
-    };
-    let currency = pi.currency.as_deref().unwrap_or("usd");
-    // 2020-era fixtures show succeeded intents with amount_received 0: fall back to amount.
-    let amount = match pi.amount_received {
-        Some(received) if status == "succeeded" && received > 0 => Some(received),
-        _ => pi.amount,
-    };
-    upsert(
-        tx,
-        &IntentFacts {
-            stripe_id: &pi.id,
-            status: &status,
-            amount: amount.unwrap_or(0),
-            currency,
-            user_id,
-            receipt_email: pi.receipt_email.as_deref(),
-            stripe_customer: pi.customer.as_deref(),
-            price_id: pi.metadata.get("price_id").and_then(|v| v.as_str()),
-        },
-    )
-    .await?;
-    if status == "succeeded" {
-        let meta = json!({ "payment_intent": pi.id, "customer": pi.customer });
-        let entry = billing::Entry {
-            user_id,
-            amount_minor: amount,
-            currency: Some(currency),
-            external_id: &event.id,
-            metadata: meta,
+impl Handler for PaymentIntents {
+    type Object = Intent;
+    type Prepared = Option<PreparedBuyer>;
+    const OBJECT: &'static str = "payment intent";
+    const EVENT_TYPES: &'static [&'static str] = &[
+        "payment_intent.succeeded",
+        "payment_intent.processing",
+        "payment_intent.payment_failed",
+        "payment_intent.canceled",
+    ];
+    const CALLS_OUT: bool = true;
+
+    async fn prepare(
+        &self,
+        pi: &Intent,
+        event: &EventEnvelope,
+        cx: &PrepareContext<'_>,
+    ) -> Result<Option<PreparedBuyer>, HandlerError> {
+        let mut email = pi.receipt_email.as_deref().and_then(Email::parse);
+        // Without an address and no Stripe API to ask, there is nothing to prepare: skip the
+        // look-up.
+        if pi.status(&event.event_type) != "succeeded"
+            || (email.is_none() && (pi.customer.is_none() || cx.stripe.is_none()))
+            || provision::customer_is_mapped(cx, pi.customer.as_deref()).await?
+        {
+            return Ok(None);
+        }
+        let mut name = None;
+        if email.is_none() {
+            if let (Some(customer), Some(api)) = (&pi.customer, cx.stripe) {
+                let contact = api.customer(customer).await?;
+                email = contact.email.as_deref().and_then(Email::parse);
+                name = contact.name;
+            }
+        }
+        // Without an address the intent is stored unlinked; its checkout session links it.
+        let Some(email) = email else {
+            return Ok(None);
         };
-        billing::record(tx, event, entry).await?;
+        let buyer = Buyer {
+            email,
+            name,
+            stripe_customer: pi.customer.clone(),
+        };
+        provision::prepare_buyer(cx, buyer).await
     }
-    if let (Some(buyer), Some(user), Some(customer)) = (&prepared.buyer, user_id, &pi.customer) {
-        provision::link_customer(tx, user, customer, Some(&buyer.email)).await?;
+
+    async fn apply(
+        &self,
+        pi: Intent,
+        prepared: Option<PreparedBuyer>,
+        event: &EventEnvelope,
+        tx: &Transaction<'_>,
+    ) -> Result<Applied, HandlerError> {
+        let status = pi.status(&event.event_type).to_owned();
+        if !ordering::claim(
+            tx,
+            "payment_intent",
+            &pi.id,
+            event,
+            status_rank(&status),
+            false,
+        )
+        .await?
+        {
+            return Ok(Applied::note(ordering::stale_note(&pi.id)));
+        }
+        let user_id = match provision::resolve_customer(tx, pi.customer.as_deref()).await? {
+            Some(user) => Some(user),
+            None => match &prepared {
+                Some(buyer) => Some(provision::provision(tx, buyer).await?),
+                None => None,
+            },
+        };
+        let currency = pi.currency.as_deref().unwrap_or("usd");
+        // 2020-era fixtures show succeeded intents with amount_received 0: fall back to amount.
+        let amount = match pi.amount_received {
+            Some(received) if status == "succeeded" && received > 0 => Some(received),
+            _ => pi.amount,
+        };
+        upsert(
+            tx,
+            &IntentFacts {
+                stripe_id: &pi.id,
+                status: &status,
+                amount: amount.unwrap_or(0),
+                currency,
+                user_id,
+                receipt_email: pi.receipt_email.as_deref(),
+                stripe_customer: pi.customer.as_deref(),
+                price_id: pi.metadata.get("price_id").and_then(|v| v.as_str()),
+            },
+        )
+        .await?;
+        if status == "succeeded" {
+            let meta = json!({ "payment_intent": pi.id, "customer": pi.customer });
+            let entry = billing::Entry {
+                user_id,
+                amount_minor: amount,
+                currency: Some(currency),
+                external_id: &event.id,
+                metadata: meta,
+            };
+            billing::record(tx, event, entry).await?;
+        }
+        let mut applied = Applied::for_user(user_id);
+        if let (Some(prepared), Some(user), Some(customer)) = (&prepared, user_id, &pi.customer) {
+            provision::link_customer(tx, user, customer, Some(&prepared.buyer.email)).await?;
+            applied.linked_customer = Some(customer.clone());
+        }
+        applied.note = user_id
+            .is_none()
+            .then(|| "buyer not known yet: stored unlinked".to_owned());
+        Ok(applied)
     }
-    let note = user_id
-        .is_none()
-        .then(|| "buyer not known yet: stored unlinked".to_owned());
-    Ok(Applied {
-        user_id,
-        note,
-        ..Applied::default()
-    })
 }

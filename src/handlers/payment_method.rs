@@ -5,12 +5,12 @@ use deadpool_postgres::Transaction;
 use serde::Deserialize;
 
 use super::object::expandable_id;
-use super::{ordering, Applied, HandlerError};
+use super::provision;
+use super::{ordering, Applied, Handler, HandlerError};
 use crate::envelope::EventEnvelope;
-use crate::provision;
 
 #[derive(Deserialize)]
-struct PaymentMethod {
+pub struct PaymentMethod {
     id: String,
     #[serde(rename = "type", default)]
     method_type: Option<String>,
@@ -68,44 +68,61 @@ set type = excluded.type, last_four = excluded.last_four, exp_month = excluded.e
 
 const REMOVE: &str = "delete from public.payment_methods where stripe_payment_method_id = $1";
 
-pub async fn changed(tx: &Transaction<'_>, event: &EventEnvelope) -> Result<Applied, HandlerError> {
-    let pm: PaymentMethod = event
-        .object_as()
-        .map_err(|e| HandlerError::invalid("payment method", e))?;
-    // Stripe never re-attaches a detached payment method: deletion wins.
-    let detached = event.event_type == "payment_method.detached";
-    if !ordering::claim(tx, "payment_method", &pm.id, event, 0, detached).await? {
-        return Ok(Applied::note(ordering::stale_note(&pm.id)));
+pub struct PaymentMethods;
+
+impl Handler for PaymentMethods {
+    type Object = PaymentMethod;
+    type Prepared = ();
+    const OBJECT: &'static str = "payment method";
+    const EVENT_TYPES: &'static [&'static str] = &[
+        "payment_method.attached",
+        "payment_method.updated",
+        "payment_method.automatically_updated",
+        "payment_method.detached",
+    ];
+
+    async fn apply(
+        &self,
+        pm: PaymentMethod,
+        _: (),
+        event: &EventEnvelope,
+        tx: &Transaction<'_>,
+    ) -> Result<Applied, HandlerError> {
+        // Stripe never re-attaches a detached payment method: deletion wins.
+        let detached = event.event_type == "payment_method.detached";
+        if !ordering::claim(tx, "payment_method", &pm.id, event, 0, detached).await? {
+            return Ok(Applied::note(ordering::stale_note(&pm.id)));
+        }
+        if detached {
+            let stmt = tx.prepare_cached(REMOVE).await?;
+            tx.execute(&stmt, &[&pm.id]).await?;
+            return Ok(Applied::default());
+        }
+        let user_id = provision::resolve_customer(tx, pm.customer.as_deref()).await?;
+        if let Some(user) = user_id {
+            provision::ensure_customer_row(tx, user).await?;
+        }
+        let d = pm.details();
+        let stmt = tx.prepare_cached(UPSERT).await?;
+        tx.execute(
+            &stmt,
+            &[
+                &pm.id,
+                &pm.method_type.as_deref().unwrap_or("unknown"),
+                &d.last4,
+                &d.exp_month,
+                &d.exp_year,
+                &user_id,
+                &pm.customer,
+            ],
+        )
+        .await?;
+        let note = (user_id.is_none() && pm.customer.is_some())
+            .then(|| "customer not mapped yet: stored unlinked".to_owned());
+        Ok(Applied {
+            user_id,
+            note,
+            ..Applied::default()
+        })
     }
-    if detached {
-        let stmt = tx.prepare_cached(REMOVE).await?;
-        tx.execute(&stmt, &[&pm.id]).await?;
-        return Ok(Applied::default());
-    }
-    let user_id = provision::resolve_customer(tx, pm.customer.as_deref()).await?;
-    if let Some(user) = user_id {
-        provision::ensure_customer_row(tx, user).await?;
-    }
-    let d = pm.details();
-    let stmt = tx.prepare_cached(UPSERT).await?;
-    tx.execute(
-        &stmt,
-        &[
-            &pm.id,
-            &pm.method_type.as_deref().unwrap_or("unknown"),
-            &d.last4,
-            &d.exp_month,
-            &d.exp_year,
-            &user_id,
-            &pm.customer,
-        ],
-    )
-    .await?;
-    let note = (user_id.is_none() && pm.customer.is_some())
-        .then(|| "customer not mapped yet: stored unlinked".to_owned());
-    Ok(Applied {
-        user_id,
-        note,
-        ..Applied::default()
-    })
 }

@@ -11,9 +11,16 @@ use actix_web::dev::{Server, Service};
 use actix_web::{web, App, HttpServer};
 
 use crate::config::HttpLimits;
-use crate::startup::AppState;
+use crate::ingest::Pipeline;
+use crate::signature::Verifier;
 
 pub use limits::MAX_BODY_BYTES;
+
+/// What every request handler shares.
+pub struct AppState {
+    pub pipeline: Pipeline,
+    pub verifier: Verifier,
+}
 
 /// In-flight requests get this long to finish after SIGTERM.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 30;

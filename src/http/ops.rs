@@ -14,9 +14,9 @@ use deadpool_postgres::Pool;
 use serde_json::json;
 use tokio_postgres::error::SqlState;
 
+use super::AppState;
 use crate::db::migrate;
 use crate::metrics::{PoolGauges, QueueGauges};
-use crate::startup::AppState;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const QUEUE_GAUGES_MAX_AGE: Duration = Duration::from_secs(5);
@@ -71,7 +71,7 @@ pub async fn readyz(state: web::Data<AppState>, cache: web::Data<ProbeCache>) ->
     let readiness = if recent_success {
         Readiness::Ready
     } else if let Ok(_refreshing) = cache.refreshing_readiness.try_lock() {
-        let readiness = match check_readiness(&state.pipeline.pool).await {
+        let readiness = match check_readiness(state.pipeline.pool()).await {
             Some(checked) => checked,
             // Deliveries hold every connection: the database answered them a moment ago, so
             // the last verdict stands.
@@ -163,11 +163,11 @@ pub async fn metrics(state: web::Data<AppState>, cache: web::Data<ProbeCache>) -
     );
     if stale {
         if let Ok(_refreshing) = cache.refreshing_queue.try_lock() {
-            let gauges = read_queue_gauges(&pipeline.pool).await;
+            let gauges = read_queue_gauges(pipeline.pool()).await;
             *cache.queue.lock().unwrap() = Some((Instant::now(), gauges));
         }
     }
-    let status = pipeline.pool.status();
+    let status = pipeline.pool().status();
     let pool = PoolGauges {
         size: status.size,
         available: status.available,
@@ -177,7 +177,7 @@ pub async fn metrics(state: web::Data<AppState>, cache: web::Data<ProbeCache>) -
     let text = {
         let queue = cache.queue.lock().unwrap();
         let gauges = queue.as_ref().and_then(|(_, g)| g.as_ref());
-        pipeline.metrics.render(gauges, &pool)
+        pipeline.metrics().render(gauges, &pool)
     };
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -12,9 +12,8 @@ use serde_json::json;
 use tracing::Instrument;
 
 use super::limits::{read_body, BodyError, BodyLimits};
+use super::AppState;
 use crate::envelope::EventEnvelope;
-use crate::ingest::IngestError;
-use crate::startup::AppState;
 
 fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": message.into() }))
@@ -45,7 +44,7 @@ async fn handle(
     limits: web::Data<BodyLimits>,
     request_id: String,
 ) -> HttpResponse {
-    let metrics = &state.pipeline.metrics;
+    let metrics = state.pipeline.metrics();
     let body = match read_body(&req, payload, &limits).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
@@ -130,8 +129,9 @@ async fn handle(
             tracing::info!(outcome = status_label(status), "delivery answered");
             HttpResponse::Ok().json(json!({ "event_id": envelope.id, "status": status }))
         }
-        Err(IngestError::Unstorable(reason)) => {
+        Err(e) if e.unstorable_reason().is_some() => {
             // The same bytes would fail the same way on every redelivery: say why, once.
+            let reason = e.unstorable_reason().unwrap_or_default();
             metrics.delivery("rejected", "unstorable_body");
             tracing::warn!(outcome = "rejected", reason = "unstorable_body", "{reason}");
             error(

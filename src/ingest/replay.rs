@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{IngestError, Pipeline, Status};
+use super::{ClaimedOutcome, IngestError, Pipeline, Status};
 
 /// The stored rows a replay is about, oldest event first.
 const SELECT_CANDIDATES: &str = "
@@ -192,13 +192,14 @@ impl Pipeline {
             }
         };
         match self.process_claimed(candidate.row_id).await? {
-            Some((_, attempt)) => Ok(ReplayOutcome::Done {
+            ClaimedOutcome::Attempted(attempt) => Ok(ReplayOutcome::Done {
                 old,
                 new: attempt.status,
                 error: attempt.error,
             }),
-            // Lease lost, or a stored body that no longer parses (now dead): report the row.
-            None => {
+            // A stored body that no longer parses (now dead), or the lease was lost and
+            // whoever took the row over may have failed it: report the row as it is.
+            ClaimedOutcome::Unreadable | ClaimedOutcome::LeaseLost => {
                 let (current, error) = self.current(candidate.row_id).await?;
                 match current {
                     Some(new @ (Status::Dead | Status::Failed)) => {

@@ -1,8 +1,14 @@
-//! The statements of the state machine (prepared once per pooled connection).
+//! The statements of the state machine (prepared once per pooled connection). A statement with
+//! many parameters has a row struct beside it that lists them in their order.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
 
 pub const CURRENT_STATUS: &str =
     "select processing_status from public.stripe_webhook_events where stripe_event_id = $1";
 
+/// Parameters: `NewEvent`.
 pub const INSERT_PROCESSING: &str = "
 insert into public.stripe_webhook_events
   (stripe_event_id, event_type, event_data, livemode, api_version, event_created_at,
@@ -12,6 +18,38 @@ values ($1, $2, $3::text::jsonb, $4, $5, $6, $7, 'processing', $8, now() + make_
 on conflict (stripe_event_id) do nothing
 returning id";
 
+/// `INSERT_PROCESSING`'s parameters, in their order ($1 … $10).
+pub struct NewEvent<'a> {
+    pub stripe_event_id: &'a str,
+    pub event_type: &'a str,
+    pub event_data: &'a str,
+    /// The exact signed body, only when `event_data` had to differ from it.
+    pub event_raw_body: Option<&'a [u8]>,
+    pub livemode: bool,
+    pub api_version: Option<&'a str>,
+    pub event_created_at: Option<DateTime<Utc>>,
+    pub request_id: &'a str,
+    pub locked_by: &'a str,
+    pub lease_secs: f64,
+}
+
+impl NewEvent<'_> {
+    pub fn params(&self) -> [&(dyn ToSql + Sync); 10] {
+        [
+            &self.stripe_event_id,
+            &self.event_type,
+            &self.event_data,
+            &self.livemode,
+            &self.api_version,
+            &self.event_created_at,
+            &self.request_id,
+            &self.locked_by,
+            &self.lease_secs,
+            &self.event_raw_body,
+        ]
+    }
+}
+
 pub const RETAKE_WAITING: &str = "
 select id, retry_count from public.stripe_webhook_events
 where stripe_event_id = $1
@@ -19,6 +57,7 @@ where stripe_event_id = $1
        or (processing_status = 'processing' and locked_until < now()))
 for update skip locked";
 
+/// Parameters: `Done`.
 pub const MARK_DONE: &str = "
 update public.stripe_webhook_events
 set processing_status = $2, processed_at = now(), error_message = null, next_attempt_at = null,
@@ -27,11 +66,43 @@ set processing_status = $2, processed_at = now(), error_message = null, next_att
     new_tier = coalesce($5, new_tier), processing_note = $6
 where id = $1";
 
+/// `MARK_DONE`'s parameters, in their order ($1 … $6).
+pub struct Done<'a> {
+    pub row_id: Uuid,
+    pub status: &'static str,
+    pub user_id: Option<Uuid>,
+    pub old_tier: Option<&'a str>,
+    pub new_tier: Option<&'a str>,
+    pub note: Option<&'a str>,
+}
+
+impl Done<'_> {
+    pub fn params(&self) -> [&(dyn ToSql + Sync); 6] {
+        [
+            &self.row_id,
+            &self.status,
+            &self.user_id,
+            &self.old_tier,
+            &self.new_tier,
+            &self.note,
+        ]
+    }
+}
+
+/// `$1` row id, `$2` status (failed or dead), `$3` error, `$4` next attempt (null when dead).
 pub const MARK_FAILED: &str = "
 update public.stripe_webhook_events
 set processing_status = $2, error_message = $3, retry_count = retry_count + 1,
     next_attempt_at = $4, locked_by = null, locked_until = null
 where id = $1";
+
+/// Events that failed because this Stripe customer was not mapped yet (typically the
+/// subscription events Stripe sends before checkout.session.completed) need not wait out their
+/// backoff once it is.
+pub const WAKE_WAITING: &str = "
+update public.stripe_webhook_events set next_attempt_at = now()
+where processing_status = 'failed' and next_attempt_at > now()
+  and event_data->'data'->'object'->>'customer' = $1";
 
 pub const READ_CLAIMED: &str = "
 select event_data::text from public.stripe_webhook_events

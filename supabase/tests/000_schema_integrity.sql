@@ -1,4 +1,4 @@
--- Seed 002 step 4 "Verify Database Schema Integrity": every FK and unique constraint exercised
+-- Schema integrity: every FK and unique constraint exercised
 -- with real inserts, plus the triggers stripe-worker relies on. Runs in a transaction that is
 -- rolled back (supabase test db / pg_prove). Needs: create extension pgtap.
 begin;
@@ -26,7 +26,7 @@ select has_column('public', 'stripe_webhook_events', 'stripe_event_id', 'webhook
 select has_column('public', 'stripe_webhook_events', 'event_data', 'webhook events: event_data');
 select has_column('public', 'stripe_webhook_events', 'processing_status', 'webhook events: processing_status');
 select has_column('public', 'stripe_webhook_events', 'retry_count', 'webhook events: retry_count');
-select has_column('public', 'stripe_webhook_events', 'old_tier', 'webhook events: old_tier (seed 001)');
+select has_column('public', 'stripe_webhook_events', 'old_tier', 'webhook events: old_tier (first design)');
 select has_column('public', 'stripe_webhook_events', 'livemode', 'webhook events: livemode');
 select has_column('public', 'stripe_webhook_events', 'event_created_at', 'webhook events: event_created_at');
 select has_column('public', 'stripe_webhook_events', 'next_attempt_at', 'webhook events: next_attempt_at');

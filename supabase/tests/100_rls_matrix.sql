@@ -1,4 +1,4 @@
--- Row-level security matrix (issue 6): plays PostgREST exactly. Fixtures are inserted as
+-- Row-level security matrix: plays PostgREST exactly. Fixtures are inserted as
 -- postgres; then each API role (anon, user A, user B, service_role) is entered with
 --   set local role <role>; set local request.jwt.claims = '<claims>';
 -- as PostgREST does per request, and `reset role` goes back to postgres. For every table:
@@ -6,16 +6,21 @@
 -- refused (42501) or, where RLS filters a permitted UPDATE, change nothing (checked as postgres).
 -- Runs in a transaction that is rolled back (supabase test db / pg_prove). Needs pgtap.
 begin;
-select plan(221 + case when to_regclass('public.stripe_customers') is not null then 11 else 0 end);
+select plan(301);
 set local timezone = 'UTC';
 
--- Deterministic fixtures: the voucher/account triggers (migrations 0600/0610) would derive extra
--- vouchers and accounts from the intents and subscriptions below. They are tested elsewhere;
--- here they are switched off while the fixtures are written (rolled back with the test).
+-- Deterministic fixtures: the ledger and billing triggers would derive grants, vouchers and
+-- history rows from the facts below. They are tested elsewhere; here they are switched off while
+-- the fixtures are written (rolled back with the test).
 alter table public.subscriptions disable trigger user;
 alter table public.payment_intents disable trigger user;
 alter table public.charges disable trigger user;
 alter table public.vouchers disable trigger user;
+alter table public.refunds disable trigger user;
+alter table public.disputes disable trigger user;
+alter table public.invoices disable trigger user;
+alter table public.invoice_payments disable trigger user;
+alter table public.access_grants disable trigger user;
 
 -- Users A and B (public.users rows come from on_auth_user_created), and C without any data.
 insert into auth.users (id, aud, role, email, raw_user_meta_data, created_at) values
@@ -96,19 +101,38 @@ values ('pi_rls_a', 'payment_intent', now(), 'evt_rls_a');
 insert into public.migration_dedup_log (table_name, kept_id, action, removed)
 values ('charges', 'x', 'deleted', '{"stripe_charge_id": "ch_rls_dup"}');
 
-do $$
-begin
-  if to_regclass('public.stripe_customers') is not null then
-    execute $i$insert into public.stripe_customers (stripe_customer_id, user_id, email)
-               values ('cus_rls_a_guest', 'a0000000-0000-4000-8000-000000000001', 'rls-a@example.com')$i$;
-  end if;
-end
-$$;
+insert into public.stripe_customers (stripe_customer_id, user_id, email)
+values ('cus_rls_a_guest', 'a0000000-0000-4000-8000-000000000001', 'rls-a@example.com');
+
+-- Refunds, disputes and invoices of A, B and nobody; the link table and the attempt log are internal.
+insert into public.refunds (stripe_refund_id, stripe_charge_id, stripe_payment_intent_id, amount, currency, status, refunded_at, user_id) values
+  ('re_rls_a', 'ch_rls_a', 'pi_rls_a', 100, 'usd', 'succeeded', now(), 'a0000000-0000-4000-8000-000000000001'),
+  ('re_rls_b', 'ch_rls_b', 'pi_rls_b', 100, 'usd', 'succeeded', now(), 'b0000000-0000-4000-8000-000000000001'),
+  ('re_rls_none', 'ch_rls_none', 'pi_rls_none', 100, 'usd', 'failed', now(), null);
+insert into public.disputes (stripe_dispute_id, stripe_charge_id, stripe_payment_intent_id, amount, currency, status, opened_at, user_id) values
+  ('du_rls_a', 'ch_rls_a', 'pi_rls_a', 4900, 'usd', 'needs_response', now(), 'a0000000-0000-4000-8000-000000000001'),
+  ('du_rls_b', 'ch_rls_b', 'pi_rls_b', 4900, 'usd', 'lost', now(), 'b0000000-0000-4000-8000-000000000001');
+insert into public.invoices (stripe_invoice_id, stripe_customer_id, user_id, stripe_subscription_id, status) values
+  ('in_rls_a', 'cus_rls_a', 'a0000000-0000-4000-8000-000000000001', 'sub_rls_a', 'paid'),
+  ('in_rls_b', 'cus_rls_b', 'b0000000-0000-4000-8000-000000000001', 'sub_rls_b', 'paid'),
+  ('in_rls_none', 'cus_rls_nobody', null, null, 'open');
+insert into public.invoice_payments (stripe_invoice_id, stripe_payment_intent_id) values ('in_rls_a', 'pi_rls_a');
+insert into public.access_grants (account_id, source, kind, months, effective_at, coverage_start, coverage_end) values
+  ('a0000000-0000-4000-8000-0000000000a1', 'payment_intent:pi_rls_a', 'purchase', 1, '2030-01-01', '2030-01-01', '2030-01-31'),
+  ('a0000000-0000-4000-8000-0000000000a2', 'voucher:rls-a2', 'gift_code', 3, '2030-01-01', null, null),
+  ('b0000000-0000-4000-8000-0000000000b1', 'payment_intent:pi_rls_b', 'purchase', 1, '2031-06-01', '2031-06-01', '2031-06-30'),
+  ('d0000000-0000-4000-8000-0000000000d1', 'baseline:orphan', 'baseline', null, '-infinity', null, null);
+insert into public.voucher_redemption_attempts (user_id, succeeded) values ('a0000000-0000-4000-8000-000000000001', false);
 
 alter table public.subscriptions enable trigger user;
 alter table public.payment_intents enable trigger user;
 alter table public.charges enable trigger user;
 alter table public.vouchers enable trigger user;
+alter table public.refunds enable trigger user;
+alter table public.disputes enable trigger user;
+alter table public.invoices enable trigger user;
+alter table public.invoice_payments enable trigger user;
+alter table public.access_grants enable trigger user;
 
 -- The column each write test touches, per table.
 create temp table rls_tables (t text primary key, col text not null, kind text not null) on commit drop;
@@ -118,10 +142,10 @@ insert into rls_tables values
   ('charges', 'status', 'own'), ('payment_methods', 'last_four', 'own'), ('events', 'category', 'own'),
   ('products', 'name', 'catalog'), ('prices', 'description', 'catalog'), ('channels', 'name', 'member'),
   ('stripe_webhook_events', 'processing_status', 'internal'), ('stripe_object_versions', 'tie_break', 'internal'),
-  ('migration_dedup_log', 'action', 'internal');
--- migration 20261101000620's customer links (internal), when present: 11 more tests, see plan().
-insert into rls_tables
-select 'stripe_customers', 'email', 'internal' where to_regclass('public.stripe_customers') is not null;
+  ('migration_dedup_log', 'action', 'internal'), ('stripe_customers', 'email', 'internal'),
+  ('refunds', 'status', 'own'), ('disputes', 'status', 'own'), ('invoices', 'status', 'own'),
+  ('access_grants', 'status', 'own'), ('invoice_payments', 'status', 'internal'),
+  ('voucher_redemption_attempts', 'succeeded', 'internal');
 grant select on rls_tables to public;
 
 -- Row counts as postgres (service_role must see exactly these), kept in transaction-local settings
@@ -158,6 +182,7 @@ select is((select count(*) from public.prices), current_setting('rls_test.active
 select set_eq($$select id from public.prices where id like 'price_rls_%'$$, array['price_rls_active'],
               'anon: fixture prices = the active one');
 select throws_ok('select * from public.my_account', '42501', null, 'anon: my_account is denied');
+select throws_ok('select * from public.account_access', '42501', null, 'anon: account_access is denied');
 
 -- Writes: all refused.
 select throws_ok(format('insert into public.%I default values', t), '42501', null,
@@ -194,6 +219,14 @@ select set_eq('select stripe_charge_id from public.charges', array['ch_rls_a', '
               'A: charges = own + the customer-less charge of A''s intent');
 select set_eq('select stripe_payment_method_id from public.payment_methods', array['pm_rls_a'], 'A: payment_methods = pm_rls_a');
 select set_eq('select external_id from public.events', array['evt_rls_a'], 'A: events = evt_rls_a');
+select set_eq('select stripe_refund_id from public.refunds', array['re_rls_a'], 'A: refunds = re_rls_a');
+select set_eq('select stripe_dispute_id from public.disputes', array['du_rls_a'], 'A: disputes = du_rls_a');
+select set_eq('select stripe_invoice_id from public.invoices', array['in_rls_a'], 'A: invoices = in_rls_a');
+select set_eq('select source from public.access_grants', array['payment_intent:pi_rls_a', 'voucher:rls-a2'],
+              'A: access_grants = the grants of A1 and A2');
+select set_eq('select kind || '' '' || account_number from public.account_access',
+              array['purchase RLS-A-0001', 'gift_code RLS-A-0002'],
+              'A: account_access = A''s grants with their accounts');
 select set_eq($$select id from public.products where id like 'prod_rls_%'$$, array['prod_rls_active', 'prod_rls_inactive'],
               'A: products = active + the archived product A subscribes to');
 select is((select count(*) from public.products), current_setting('rls_test.active_products')::bigint + 1,
@@ -281,6 +314,13 @@ select set_eq('select stripe_payment_intent_id from public.payment_intents', arr
 select set_eq('select stripe_charge_id from public.charges', array['ch_rls_b'], 'B: charges = ch_rls_b');
 select set_eq('select stripe_payment_method_id from public.payment_methods', array['pm_rls_b'], 'B: payment_methods = pm_rls_b');
 select set_eq('select external_id from public.events', array['evt_rls_b'], 'B: events = evt_rls_b');
+select set_eq('select stripe_refund_id from public.refunds', array['re_rls_b'], 'B: refunds = re_rls_b');
+select set_eq('select stripe_dispute_id from public.disputes', array['du_rls_b'], 'B: disputes = du_rls_b');
+select set_eq('select stripe_invoice_id from public.invoices', array['in_rls_b'], 'B: invoices = in_rls_b');
+select set_eq('select source from public.access_grants', array['payment_intent:pi_rls_b'], 'B: access_grants = B1''s');
+select set_eq('select grant_id::text from public.account_access',
+              'select id::text from public.access_grants where source = ''payment_intent:pi_rls_b''',
+              'B: account_access = B''s grant only');
 select set_eq($$select id from public.products where id like 'prod_rls_%'$$, array['prod_rls_active'], 'B: products = the active one');
 select is((select count(*) from public.products where active is not true), 0::bigint, 'B: sees no inactive product');
 select set_eq($$select id from public.prices where id like 'price_rls_%'$$, array['price_rls_active'], 'B: prices = the active one');
@@ -303,7 +343,10 @@ set local request.jwt.claims = '{"sub": "c0000000-0000-4000-8000-000000000001", 
 select set_eq('select id from public.users', array['c0000000-0000-4000-8000-000000000001'::uuid], 'C: users = C');
 select is((select count(*) from public.accounts) + (select count(*) from public.vouchers) + (select count(*) from public.subscriptions)
           + (select count(*) from public.payment_intents) + (select count(*) from public.charges) + (select count(*) from public.customers)
-          + (select count(*) from public.payment_methods) + (select count(*) from public.events), 0::bigint,
+          + (select count(*) from public.payment_methods) + (select count(*) from public.events)
+          + (select count(*) from public.refunds) + (select count(*) from public.disputes)
+          + (select count(*) from public.invoices) + (select count(*) from public.access_grants)
+          + (select count(*) from public.account_access), 0::bigint,
           'C: no billing rows at all');
 select is((select count(*) from public.my_account where account_number is not null), 0::bigint, 'C: my_account has no account');
 select is((select count(*) from public.my_account), 1::bigint, 'C: my_account still answers one (empty) row');
@@ -342,7 +385,8 @@ select ok(to_regprocedure('public.redeem_voucher(text)') is null
               and not has_function_privilege('anon', 'public.redeem_voucher(text)', 'execute')),
           'redeem_voucher(text): authenticated yes, anon no (when present)');
 select ok(not exists (select 1 from unnest(array['find_or_create_auth_user', 'ensure_account', 'generate_account_number',
-                                                 'shift_account_expiry', 'generate_voucher_code']) n
+                                                 'generate_voucher_code', 'refresh_account_access', 'put_grant',
+                                                 'sync_purchase_grant', 'sync_invoice_grant', 'put_billing_row']) n
                         join pg_proc p on p.proname = n and p.pronamespace = 'public'::regnamespace
                        where has_function_privilege('authenticated', p.oid, 'execute')
                           or has_function_privilege('anon', p.oid, 'execute')),

@@ -1,6 +1,6 @@
--- Security lint (issue 6): the checks Supabase's splinter linter makes, plus this project's
+-- Security lint: the checks Supabase's splinter linter makes, plus this project's
 -- allow-lists. Supabase's default privileges grant every NEW table/function in public to anon and
--- authenticated (kept on purpose, see migration 20261101000900), so these checks are what catches
+-- authenticated (kept on purpose, see the api_surface migration), so these checks are what catches
 -- a new object that lacks RLS, policies or revokes. Each check returns the offending objects, so
 -- a failure names them. Objects that belong to extensions (pgtap) are ignored.
 -- Fixing a failure: give the new object its decision in a migration (enable RLS + policies,
@@ -31,7 +31,8 @@ insert into lint_allow values
   ('users', 'authenticated'), ('customers', 'authenticated'), ('accounts', 'authenticated'),
   ('vouchers', 'authenticated'), ('subscriptions', 'authenticated'), ('payment_intents', 'authenticated'),
   ('charges', 'authenticated'), ('payment_methods', 'authenticated'), ('events', 'authenticated'),
-  ('my_account', 'authenticated');
+  ('refunds', 'authenticated'), ('disputes', 'authenticated'), ('invoices', 'authenticated'),
+  ('access_grants', 'authenticated'), ('account_access', 'authenticated'), ('my_account', 'authenticated');
 
 -- 1. splinter rls_disabled_in_public
 select is(array(select relname::text from lint_objects where relkind in ('r', 'p') and not relrowsecurity order by 1),
@@ -102,7 +103,9 @@ select is(array(select format('%s.%s', t, col)
                   from (values ('users', 'id'), ('customers', 'id'), ('accounts', 'user_id'), ('accounts', 'account_number'),
                                ('vouchers', 'associated_account'), ('subscriptions', 'user_id'), ('subscriptions', 'price_id'),
                                ('payment_intents', 'customer_id'), ('charges', 'customer_id'), ('charges', 'payment_intent_id'),
-                               ('payment_methods', 'customer_id'), ('events', 'user_id'), ('prices', 'product_id')) v(t, col)
+                               ('payment_methods', 'customer_id'), ('events', 'user_id'), ('prices', 'product_id'),
+                               ('refunds', 'user_id'), ('disputes', 'user_id'), ('invoices', 'user_id'),
+                               ('access_grants', 'account_id'), ('accounts', 'id')) v(t, col)
                  where not exists (select 1 from pg_index i
                                      join pg_attribute a on a.attrelid = i.indrelid and a.attnum = i.indkey[0]
                                     where i.indrelid = format('public.%I', t)::regclass and a.attname = col)
@@ -132,6 +135,10 @@ select set_eq($$select format('%s %s %s %s', tablename, policyname, cmd, array_t
                     'charges charges_select_own SELECT authenticated',
                     'payment_methods payment_methods_select_own SELECT authenticated',
                     'events events_select_own SELECT authenticated',
+                    'refunds refunds_select_own SELECT authenticated',
+                    'disputes disputes_select_own SELECT authenticated',
+                    'invoices invoices_select_own SELECT authenticated',
+                    'access_grants access_grants_select_own SELECT authenticated',
                     'products products_select_active SELECT anon',
                     'products products_select_active_or_subscribed SELECT authenticated',
                     'prices prices_select_active SELECT anon',
@@ -148,7 +155,7 @@ select is(array(select sig from lint_functions
                  order by 1),
           '{}'::text[], 'authenticated can execute only redeem_voucher(text) and account_expiry(text)');
 
--- 11. Realtime / LISTEN payloads (seed 002's accounts_update and sse_accounts). A NOTIFY is only
+-- 11. Realtime / LISTEN payloads (the production triggers accounts_update and sse_accounts). A NOTIFY is only
 -- delivered at commit, and these tests roll back, so the payload is checked on the function
 -- definitions: each sends exactly json_build_object('id', 'user_id', 'operation') and nothing
 -- serializes a whole row. (The live payload was also checked once by hand with psql LISTEN.)

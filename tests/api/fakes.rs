@@ -220,3 +220,42 @@ pub fn stripe_events(events: Vec<Value>, rate_limit_at: Option<usize>) -> Fake {
         );
     })
 }
+
+/// A server that accepts connections and never answers (a hung dependency): requests to it
+/// end only by the client's timeout. Counts the connections it accepted; stops when dropped.
+pub struct Unresponsive {
+    pub url: String,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Unresponsive {
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Unresponsive {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn unresponsive() -> Unresponsive {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    Unresponsive {
+        url,
+        accepted,
+        task,
+    }
+}

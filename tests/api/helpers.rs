@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
 use serde_json::{json, Value};
-use stripe_worker::config::{ProcessEnv, Settings, Source};
+use stripe_worker::config::{DatabaseUrl, ProcessEnv, Settings, Source};
 use stripe_worker::db;
 use stripe_worker::signature::WebhookSecret;
 use stripe_worker::startup::Application;
@@ -34,7 +34,8 @@ pub fn url_for(db: &str) -> String {
 }
 
 pub async fn connect(url: &str) -> Client {
-    db::connect(url)
+    let url = DatabaseUrl::parse(url).expect("a test database URL");
+    db::connect(&url)
         .await
         .expect("connect to the test database")
 }

@@ -573,15 +573,8 @@ async fn insert_due_failed(app: &crate::helpers::TestApp, n: usize) {
 fn pipeline_for(db_url: &str, worker_id: &str) -> stripe_worker::ingest::Pipeline {
     let mut env = crate::helpers::base_env(db_url);
     env.insert("WORKER_ID".into(), worker_id.into());
-    let settings = stripe_worker::config::Settings::from_source(&env).unwrap();
-    stripe_worker::ingest::Pipeline {
-        pool: stripe_worker::db::pool(&settings.database).unwrap(),
-        retry: settings.retry.clone(),
-        livemode: None,
-        worker_id: worker_id.into(),
-        handlers: Default::default(),
-        metrics: Default::default(),
-    }
+    let settings = stripe_worker::config::PipelineSettings::from_source(&env).unwrap();
+    stripe_worker::ingest::Pipeline::new(&settings).unwrap()
 }
 
 #[tokio::test]
@@ -617,4 +610,55 @@ async fn a_signed_event_with_a_nul_escape_is_stored_not_bounced() {
         .unwrap()
         .get(0);
     assert_eq!(name, "a\u{fffd}b");
+}
+
+#[tokio::test]
+async fn an_invalid_object_is_dead_at_once_not_retried() {
+    let app = spawn_app().await;
+    // An object that does not parse, and one whose status no API version has: no retry can
+    // change either until the code does.
+    let unparseable = unique("evt");
+    let unknown_status = unique("evt");
+    let events = [
+        event(
+            &unparseable,
+            "charge.succeeded",
+            json!({"object": "charge"}),
+        ),
+        event(
+            &unknown_status,
+            "customer.subscription.updated",
+            json!({"id": unique("sub"), "object": "subscription", "customer": unique("cus"), "status": "sleeping"}),
+        ),
+    ];
+    for e in &events {
+        let answer = app.post_event(e).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body["status"], "failed");
+    }
+    for (id, error) in [
+        (&unparseable, "invalid charge: missing field `id`"),
+        (
+            &unknown_status,
+            "invalid subscription: unknown status \"sleeping\"",
+        ),
+    ] {
+        let row = app
+            .sql
+            .query_one(
+                "select processing_status, retry_count, next_attempt_at, error_message
+                 from stripe_webhook_events where stripe_event_id = $1",
+                &[id],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, &str>(0), "dead", "{id}");
+        assert_eq!(row.get::<_, i32>(1), 1);
+        assert_eq!(row.get::<_, Option<chrono::DateTime<chrono::Utc>>>(2), None);
+        assert!(
+            row.get::<_, &str>(3).starts_with(error),
+            "{}",
+            row.get::<_, &str>(3)
+        );
+    }
 }

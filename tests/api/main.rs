@@ -1,8 +1,10 @@
 //! Integration tests: the real application against a real PostgreSQL (see helpers.rs).
 
+mod architecture;
 mod auth_rows;
 mod catalog;
 mod chaos;
+mod dependencies;
 mod fakes;
 mod health;
 mod helpers;

@@ -2,8 +2,12 @@
 //! A missing or malformed variable stops the program with one line naming it; secret values are
 //! never part of an error message.
 
+mod database;
+
 use std::collections::HashMap;
 use std::time::Duration;
+
+pub use database::{DatabaseUrl, TlsMode};
 
 use crate::secret::Secret;
 use crate::signature::WebhookSecret;
@@ -69,9 +73,25 @@ fn seconds(src: &dyn Source, name: &'static str, default: f64) -> Result<Duratio
     })
 }
 
+/// A timeout: more than zero seconds.
+fn positive_seconds(
+    src: &dyn Source,
+    name: &'static str,
+    default: f64,
+) -> Result<Duration, ConfigError> {
+    let duration = seconds(src, name, default)?;
+    if duration.is_zero() {
+        return Err(ConfigError::Malformed {
+            name,
+            reason: "must be more than 0 seconds".into(),
+        });
+    }
+    Ok(duration)
+}
+
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
-    pub url: Secret,
+    pub url: DatabaseUrl,
     pub pool_size: usize,
     /// How long a request waits for a pooled connection before answering 503.
     pub acquire_timeout: Duration,
@@ -80,12 +100,12 @@ pub struct DatabaseSettings {
 impl DatabaseSettings {
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
         let url = required(src, "DATABASE_URL")?;
-        crate::db::ConnectOptions::parse(&url).map_err(|reason| ConfigError::Malformed {
+        let url = DatabaseUrl::parse(&url).map_err(|reason| ConfigError::Malformed {
             name: "DATABASE_URL",
             reason,
         })?;
         Ok(Self {
-            url: Secret::new(url),
+            url,
             pool_size: parsed(src, "DATABASE_POOL_SIZE", 16usize)?,
             acquire_timeout: seconds(src, "DATABASE_ACQUIRE_TIMEOUT_SECS", 5.0)?,
         })
@@ -97,8 +117,6 @@ pub struct WebhookSettings {
     /// Several during a secret rotation; a signature made with any of them is accepted.
     pub secrets: Vec<WebhookSecret>,
     pub tolerance: Duration,
-    /// When set, events of the other mode are recorded and `ignored`.
-    pub livemode: Option<bool>,
 }
 
 impl WebhookSettings {
@@ -117,12 +135,9 @@ impl WebhookSettings {
         if secrets.is_empty() {
             return Err(ConfigError::Missing("STRIPE_WEBHOOK_SECRET"));
         }
-        let tolerance = tolerance(src)?;
-        let livemode = livemode(src)?;
         Ok(Self {
             secrets,
-            tolerance,
-            livemode,
+            tolerance: tolerance(src)?,
         })
     }
 }
@@ -148,9 +163,8 @@ fn tolerance(src: &dyn Source) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs(secs))
 }
 
-/// STRIPE_LIVEMODE: when set, events of the other mode are recorded and `ignored` (read by
-/// `serve` and by the CLI commands that process events).
-pub fn livemode(src: &dyn Source) -> Result<Option<bool>, ConfigError> {
+/// STRIPE_LIVEMODE: when set, events of the other mode are recorded and `ignored`.
+fn livemode(src: &dyn Source) -> Result<Option<bool>, ConfigError> {
     match src.get("STRIPE_LIVEMODE") {
         None => Ok(None),
         Some(v) => v
@@ -168,6 +182,9 @@ pub fn livemode(src: &dyn Source) -> Result<Option<bool>, ConfigError> {
 pub struct StripeApiSettings {
     pub secret_key: Secret,
     pub base_url: String,
+    /// Per request, connecting included (async-stripe's client has no separate connect
+    /// timeout).
+    pub timeout: Duration,
 }
 
 impl StripeApiSettings {
@@ -190,6 +207,7 @@ impl StripeApiSettings {
         Ok(Some(Self {
             secret_key: Secret::new(key),
             base_url,
+            timeout: positive_seconds(src, "STRIPE_API_TIMEOUT_SECS", 10.0)?,
         }))
     }
 }
@@ -198,6 +216,9 @@ impl StripeApiSettings {
 pub struct SupabaseAuthSettings {
     pub url: String,
     pub service_role_key: Secret,
+    /// Per request, connecting included.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
 }
 
 impl SupabaseAuthSettings {
@@ -210,10 +231,16 @@ impl SupabaseAuthSettings {
             (None, None) => Ok(None),
             (Some(_), None) => Err(ConfigError::Missing("SUPABASE_SERVICE_ROLE_KEY")),
             (None, Some(_)) => Err(ConfigError::Missing("SUPABASE_URL")),
-            (Some(url), Some(key)) => Ok(Some(Self {
-                url: http_base_url(&url, "SUPABASE_URL")?,
-                service_role_key: Secret::new(key.trim()),
-            })),
+            (Some(url), Some(key)) => {
+                let timeout = positive_seconds(src, "SUPABASE_AUTH_TIMEOUT_SECS", 10.0)?;
+                let connect = positive_seconds(src, "SUPABASE_AUTH_CONNECT_TIMEOUT_SECS", 3.0)?;
+                Ok(Some(Self {
+                    url: http_base_url(&url, "SUPABASE_URL")?,
+                    service_role_key: Secret::new(key.trim()),
+                    timeout,
+                    connect_timeout: connect.min(timeout),
+                }))
+            }
         }
     }
 }
@@ -281,21 +308,11 @@ impl HttpLimits {
                 reason: "must be at least 1".into(),
             });
         }
-        let positive = |name: &'static str, default: f64| {
-            let d = seconds(src, name, default)?;
-            if d.is_zero() {
-                return Err(ConfigError::Malformed {
-                    name,
-                    reason: "must be more than 0 seconds".into(),
-                });
-            }
-            Ok(d)
-        };
         Ok(Self {
             max_connections,
-            head_timeout: positive("HTTP_HEAD_TIMEOUT_SECS", 5.0)?,
-            body_timeout: positive("HTTP_BODY_TIMEOUT_SECS", 10.0)?,
-            keep_alive: positive("HTTP_KEEP_ALIVE_SECS", 5.0)?,
+            head_timeout: positive_seconds(src, "HTTP_HEAD_TIMEOUT_SECS", 5.0)?,
+            body_timeout: positive_seconds(src, "HTTP_BODY_TIMEOUT_SECS", 10.0)?,
+            keep_alive: positive_seconds(src, "HTTP_KEEP_ALIVE_SECS", 5.0)?,
         })
     }
 }
@@ -358,41 +375,67 @@ impl LogFormat {
     }
 }
 
+/// Everything that processes events needs: `serve`, and the operator commands that replay or
+/// ingest (which need no webhook secret).
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub database: DatabaseSettings,
+    pub retry: RetrySettings,
+    pub stripe_api: Option<StripeApiSettings>,
+    pub supabase_auth: Option<SupabaseAuthSettings>,
+    pub provisioning: ProvisioningSettings,
+    /// When set, events of the other mode are recorded and `ignored`.
+    pub livemode: Option<bool>,
+    /// Names this process in `locked_by` and in logs.
+    pub worker_id: String,
+}
+
+impl PipelineSettings {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        Ok(Self {
+            database: DatabaseSettings::from_source(src)?,
+            retry: RetrySettings::from_source(src)?,
+            stripe_api: StripeApiSettings::from_source(src)?,
+            supabase_auth: SupabaseAuthSettings::from_source(src)?,
+            provisioning: ProvisioningSettings::from_source(src)?,
+            livemode: livemode(src)?,
+            worker_id: src.get("WORKER_ID").unwrap_or_else(default_worker_id),
+        })
+    }
+
+    /// An operator command's settings: its rows are locked by `<role>:<worker id>`, so a replay
+    /// is told apart from the workers beside it.
+    pub fn for_role(mut self, role: &str) -> Self {
+        self.worker_id = format!("{role}:{}", self.worker_id);
+        self
+    }
+}
+
 /// Everything `serve` needs, parsed once at start-up.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub database: DatabaseSettings,
+    pub pipeline: PipelineSettings,
     pub webhook: WebhookSettings,
-    pub stripe_api: Option<StripeApiSettings>,
-    pub supabase_auth: Option<SupabaseAuthSettings>,
-    pub retry: RetrySettings,
-    pub provisioning: ProvisioningSettings,
     pub host: String,
     pub port: u16,
     pub http_limits: HttpLimits,
     pub metrics_addr: Option<std::net::SocketAddr>,
-    /// Names this process in `locked_by` and in logs.
-    pub worker_id: String,
 }
 
 impl Settings {
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
         Ok(Self {
-            database: DatabaseSettings::from_source(src)?,
+            pipeline: PipelineSettings::from_source(src)?,
             webhook: WebhookSettings::from_source(src)?,
-            stripe_api: StripeApiSettings::from_source(src)?,
-            supabase_auth: SupabaseAuthSettings::from_source(src)?,
-            retry: RetrySettings::from_source(src)?,
-            provisioning: ProvisioningSettings::from_source(src)?,
             host: src.get("HOST").unwrap_or_else(|| "0.0.0.0".into()),
             port: parsed(src, "PORT", 8080u16)?,
             http_limits: HttpLimits::from_source(src)?,
             metrics_addr: metrics_addr(src)?,
-            worker_id: src.get("WORKER_ID").unwrap_or_else(default_worker_id),
         })
     }
 }
 
+/// `hostname:pid`, unique enough among the replicas sharing a database.
 fn default_worker_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
@@ -426,15 +469,15 @@ mod tests {
         assert_eq!(s.host, "0.0.0.0");
         assert_eq!(s.webhook.tolerance, Duration::from_secs(300));
         assert_eq!(s.webhook.secrets.len(), 1);
-        assert!(s.stripe_api.is_none());
-        assert!(s.supabase_auth.is_none());
-        assert_eq!(s.webhook.livemode, None);
+        assert!(s.pipeline.stripe_api.is_none());
+        assert!(s.pipeline.supabase_auth.is_none());
+        assert_eq!(s.pipeline.livemode, None);
         assert_eq!(s.http_limits.max_connections, 1000);
         assert_eq!(s.http_limits.head_timeout, Duration::from_secs(5));
         assert_eq!(s.http_limits.body_timeout, Duration::from_secs(10));
         assert_eq!(s.http_limits.keep_alive, Duration::from_secs(5));
         assert_eq!(s.metrics_addr, None);
-        assert!(!s.provisioning.confirm_checkout_email);
+        assert!(!s.pipeline.provisioning.confirm_checkout_email);
     }
 
     #[test]
@@ -444,7 +487,7 @@ mod tests {
         e.insert("AUTH_CONFIRM_CHECKOUT_EMAIL".into(), "true".into());
         let s = Settings::from_source(&e).unwrap();
         assert_eq!(s.metrics_addr, Some("127.0.0.1:9090".parse().unwrap()));
-        assert!(s.provisioning.confirm_checkout_email);
+        assert!(s.pipeline.provisioning.confirm_checkout_email);
         for (name, bad) in [
             ("METRICS_ADDR", "localhost"),
             ("AUTH_CONFIRM_CHECKOUT_EMAIL", "yes"),
@@ -507,6 +550,35 @@ mod tests {
         );
         let msg = Settings::from_source(&e).unwrap_err().to_string();
         assert!(msg.starts_with("DATABASE_URL is malformed"), "{msg}");
+    }
+
+    #[test]
+    fn external_api_timeouts_have_defaults_and_must_be_positive() {
+        let mut e = env(BASE);
+        e.insert("STRIPE_SECRET_KEY".into(), "sk_test_1".into());
+        e.insert("SUPABASE_URL".into(), "https://x.supabase.co".into());
+        e.insert("SUPABASE_SERVICE_ROLE_KEY".into(), "key".into());
+        let s = PipelineSettings::from_source(&e).unwrap();
+        assert_eq!(s.stripe_api.unwrap().timeout, Duration::from_secs(10));
+        let auth = s.supabase_auth.unwrap();
+        assert_eq!(auth.timeout, Duration::from_secs(10));
+        assert_eq!(auth.connect_timeout, Duration::from_secs(3));
+        e.insert("STRIPE_API_TIMEOUT_SECS".into(), "0".into());
+        let msg = PipelineSettings::from_source(&e).unwrap_err().to_string();
+        assert!(
+            msg.starts_with("STRIPE_API_TIMEOUT_SECS is malformed"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn operator_commands_name_their_role_in_the_worker_id() {
+        let mut e = env(BASE);
+        e.insert("WORKER_ID".into(), "w1".into());
+        let s = PipelineSettings::from_source(&e)
+            .unwrap()
+            .for_role("replay");
+        assert_eq!(s.worker_id, "replay:w1");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Buyer provisioning, seed 002's "User Provisioning" list: email -> auth user -> profile ->
-//! customer mapping -> account. Idempotent: every step finds what exists before creating.
+//! Buyer provisioning: email -> auth user -> profile -> customer mapping -> account.
+//! Idempotent: every step finds what exists before creating.
 //!
 //! A Stripe customer already mapped to a user wins over the email (the buyer may have changed
 //! their address); otherwise the auth user is found by email case-insensitively or created.
@@ -9,8 +9,8 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
+use super::{HandlerError, PrepareContext};
 use crate::email::Email;
-use crate::handlers::{HandlerContext, HandlerError};
 use crate::supabase_auth::Created;
 
 /// Who bought, as far as the event (or a Stripe look-up) tells.
@@ -19,6 +19,16 @@ pub struct Buyer {
     pub email: Email,
     pub name: Option<String>,
     pub stripe_customer: Option<String>,
+}
+
+/// A buyer resolved before the transaction, with the auth user Supabase Auth's admin API
+/// created or found (when it is configured).
+#[derive(Debug)]
+pub struct PreparedBuyer {
+    pub buyer: Buyer,
+    pub auth_user: Option<Uuid>,
+    /// Whether an auth user created for the buyer counts as confirmed.
+    pub confirm_email: bool,
 }
 
 const RESOLVE_CUSTOMER: &str = "
@@ -39,6 +49,17 @@ pub async fn resolve_customer(
     Ok(client.query_opt(&stmt, &[&id]).await?.map(|r| r.get(0)))
 }
 
+/// `resolve_customer` before the transaction, on a connection held only for the query.
+pub async fn customer_is_mapped(
+    cx: &PrepareContext<'_>,
+    stripe_customer_id: Option<&str>,
+) -> Result<bool, HandlerError> {
+    let Some(id) = stripe_customer_id else {
+        return Ok(false);
+    };
+    Ok(cx.query_opt(RESOLVE_CUSTOMER, &[&id]).await?.is_some())
+}
+
 /// The same look-up as `find_or_create_auth_user`: the instance_id condition lets it use
 /// auth.users' (instance_id, lower(email)) index.
 const FIND_AUTH_USER: &str = "
@@ -48,46 +69,49 @@ where lower(email::text) = lower(btrim($1))
   and not is_sso_user and deleted_at is null
 order by created_at nulls last, id limit 1";
 
+async fn find_auth_user(
+    cx: &PrepareContext<'_>,
+    email: &Email,
+) -> Result<Option<Uuid>, HandlerError> {
+    Ok(cx
+        .query_opt(FIND_AUTH_USER, &[&email.as_str()])
+        .await?
+        .map(|r| r.get(0)))
+}
+
 /// Before the event's transaction: with the Supabase Auth admin API configured, make sure the
 /// auth user exists (looked up first; an address registered meanwhile is looked up again).
-pub async fn prepare_auth_user(
-    ctx: &HandlerContext,
-    client: &impl GenericClient,
-    buyer: &Buyer,
-) -> Result<Option<Uuid>, HandlerError> {
-    let Some(admin) = &ctx.auth_admin else {
-        return Ok(None);
-    };
-    if resolve_customer(client, buyer.stripe_customer.as_deref())
-        .await?
-        .is_some()
-    {
-        return Ok(None);
-    }
-    let stmt = client.prepare_cached(FIND_AUTH_USER).await?;
-    if let Some(row) = client.query_opt(&stmt, &[&buyer.email.as_str()]).await? {
-        return Ok(Some(row.get(0)));
-    }
-    match admin
-        .create_user(
-            &buyer.email,
-            buyer.name.as_deref(),
-            ctx.confirm_checkout_email,
-        )
-        .await
-        .map_err(|e| HandlerError::External(e.to_string()))?
-    {
-        Created::New(id) => Ok(Some(id)),
-        Created::AlreadyRegistered => {
-            match client.query_opt(&stmt, &[&buyer.email.as_str()]).await? {
-                Some(row) => Ok(Some(row.get(0))),
-                None => Err(HandlerError::NotYet(
-                    "Supabase Auth reports the address registered but no auth user has it yet"
-                        .into(),
-                )),
+pub async fn prepare_buyer(
+    cx: &PrepareContext<'_>,
+    buyer: Buyer,
+) -> Result<Option<PreparedBuyer>, HandlerError> {
+    let auth_user = match cx.auth_admin {
+        Some(admin) if !customer_is_mapped(cx, buyer.stripe_customer.as_deref()).await? => {
+            match find_auth_user(cx, &buyer.email).await? {
+                Some(id) => Some(id),
+                None => match admin
+                    .create_user(&buyer.email, buyer.name.as_deref(), cx.confirm_checkout_email)
+                    .await?
+                {
+                    Created::New(id) => Some(id),
+                    Created::AlreadyRegistered => Some(
+                        find_auth_user(cx, &buyer.email).await?.ok_or_else(|| {
+                            HandlerError::NotYet(
+                                "Supabase Auth reports the address registered but no auth user has it yet"
+                                    .into(),
+                            )
+                        })?,
+                    ),
+                },
             }
         }
-    }
+        _ => None,
+    };
+    Ok(Some(PreparedBuyer {
+        buyer,
+        auth_user,
+        confirm_email: cx.confirm_checkout_email,
+    }))
 }
 
 /// `$3`: whether a new user's address counts as confirmed (AUTH_CONFIRM_CHECKOUT_EMAIL).
@@ -108,19 +132,21 @@ const ENSURE_ACCOUNT: &str = "select public.ensure_account($1)";
 /// the user, which fires the voucher trigger, and by then the price must be on the intent.
 pub async fn provision(
     tx: &Transaction<'_>,
-    buyer: &Buyer,
-    pre_created: Option<Uuid>,
-    confirm_email: bool,
+    prepared: &PreparedBuyer,
 ) -> Result<Uuid, HandlerError> {
+    let buyer = &prepared.buyer;
     let user_id = match resolve_customer(tx, buyer.stripe_customer.as_deref()).await? {
         Some(mapped) => mapped,
-        None => match pre_created {
+        None => match prepared.auth_user {
             Some(id) => id,
             None => {
                 let stmt = tx.prepare_cached(CREATE_AUTH_USER).await?;
-                tx.query_one(&stmt, &[&buyer.email.as_str(), &buyer.name, &confirm_email])
-                    .await?
-                    .get(0)
+                tx.query_one(
+                    &stmt,
+                    &[&buyer.email.as_str(), &buyer.name, &prepared.confirm_email],
+                )
+                .await?
+                .get(0)
             }
         },
     };
@@ -170,13 +196,9 @@ const BACKFILL: [&str; 3] = [
     "update public.payment_methods set customer_id = $1 where stripe_customer_id = $2 and customer_id is null",
 ];
 
-/// Events that failed because this customer was not mapped (typically the subscription events
-/// Stripe sends before checkout.session.completed) need not wait out their backoff.
-const WAKE_WAITING: &str = "
-update public.stripe_webhook_events set next_attempt_at = now()
-where processing_status = 'failed' and next_attempt_at > now()
-  and event_data->'data'->'object'->>'customer' = $1";
-
+/// Maps `stripe_customer_id` to the user and hands them the rows that waited for it. The
+/// caller reports the customer in `Applied::linked_customer`, so the events waiting for this
+/// mapping are retried at once.
 pub async fn link_customer(
     tx: &Transaction<'_>,
     user_id: Uuid,
@@ -184,24 +206,15 @@ pub async fn link_customer(
     email: Option<&Email>,
 ) -> Result<(), tokio_postgres::Error> {
     let email = email.map(Email::as_str);
-    let mut statements = Vec::with_capacity(2 + BACKFILL.len() + 1);
-    for sql in [LINK, SET_PRIMARY]
-        .into_iter()
-        .chain(BACKFILL)
-        .chain([WAKE_WAITING])
-    {
+    let mut statements = Vec::with_capacity(2 + BACKFILL.len());
+    for sql in [LINK, SET_PRIMARY].into_iter().chain(BACKFILL) {
         statements.push(tx.prepare_cached(sql).await?);
     }
     let link: [&(dyn ToSql + Sync); 3] = [&user_id, &stripe_customer_id, &email];
     let pair: [&(dyn ToSql + Sync); 2] = [&user_id, &stripe_customer_id];
-    let wake: [&(dyn ToSql + Sync); 1] = [&stripe_customer_id];
     // All independent: one pipelined round trip, run by the server in this order.
     futures_util::future::try_join_all(statements.iter().enumerate().map(|(i, stmt)| {
-        let params: &[&(dyn ToSql + Sync)] = match i {
-            0 => &link,
-            i if i == statements.len() - 1 => &wake,
-            _ => &pair,
-        };
+        let params: &[&(dyn ToSql + Sync)] = if i == 0 { &link } else { &pair };
         tx.execute(stmt, params)
     }))
     .await?;

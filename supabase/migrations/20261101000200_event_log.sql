@@ -1,5 +1,10 @@
--- Durable log of every Stripe event (seed 001's stripe_webhook_events, extended for the worker:
--- leases, retries, ordering). One row per Stripe event id.
+-- The event log: one row per Stripe event id (dedup, audit, retries), and the ordering key of
+-- every Stripe object the worker keeps (an older snapshot never overwrites a newer one).
+--
+-- stripe_webhook_events keeps the columns of the table as first designed (id, stripe_event_id,
+-- event_type, user_id, old_tier, new_tier, processed_at, event_data, processing_status,
+-- error_message, retry_count, created_at) and adds what the worker needs: leases, retries,
+-- ordering and correlation.
 create table if not exists public.stripe_webhook_events (
   id uuid primary key default gen_random_uuid(),
   stripe_event_id text unique not null,
@@ -15,7 +20,7 @@ create table if not exists public.stripe_webhook_events (
   created_at timestamptz not null default now()
 );
 
--- If the table was created earlier from seed 001 verbatim: align it instead of failing.
+-- A table created earlier from the first design (uuid_generate_v4, nullable status): align it.
 alter table public.stripe_webhook_events alter column id set default gen_random_uuid();  -- drop uuid-ossp dependency
 update public.stripe_webhook_events set processing_status = 'pending' where processing_status is null;
 update public.stripe_webhook_events set retry_count = 0 where retry_count is null;
@@ -112,4 +117,79 @@ alter table public.stripe_webhook_events enable row level security;
 
 comment on table public.stripe_webhook_events is
   'One row per Stripe event (stripe_event_id unique), written by stripe-worker. Retention: 7 years '
-  '(legal requirement, seed 001). Never purged automatically; only an operator query in sql/ops deletes old rows.';
+  '(legal requirement). Never purged automatically; only an operator query in sql/ops deletes old rows.';
+
+-- ---------------------------------------------------------------------------------------
+-- Per-object ordering: Stripe delivers events at least once and in no particular order, so
+-- every handler that writes a snapshot of a Stripe object first asks whether its event is newer
+-- than the last one applied to that object. Internal to the worker.
+
+create table if not exists public.stripe_object_versions (
+  object_id text primary key,
+  object_type text not null,
+  -- the ordering key of the last applied state: the event's created time, then a tie-break the
+  -- handler derives from the snapshot (status progression, period end) for same-second events
+  event_created_at timestamptz not null,
+  tie_break bigint not null default 0,
+  stripe_event_id text not null,
+  -- deletion wins: once deleted, later updates of the object are stale
+  deleted boolean not null default false,
+  updated_at timestamptz not null default now()
+);
+
+comment on table public.stripe_object_versions is
+  'Ordering key of the last applied event per Stripe object (stripe-worker internal).';
+
+-- Returns true when the event may be applied, and records it as the object's latest state.
+-- A replay of the event already recorded is allowed (handlers are idempotent); an older one
+-- is not; a deletion applies even when late, and nothing applies after it.
+create or replace function public.claim_object_version(
+  p_object_id text,
+  p_object_type text,
+  p_event_created_at timestamptz,
+  p_tie_break bigint,
+  p_stripe_event_id text,
+  p_deleted boolean
+) returns boolean
+language sql
+set search_path = ''
+as $$
+  with claimed as (
+    insert into public.stripe_object_versions as v
+      (object_id, object_type, event_created_at, tie_break, stripe_event_id, deleted)
+    values
+      (p_object_id, p_object_type, p_event_created_at, p_tie_break, p_stripe_event_id, p_deleted)
+    on conflict (object_id) do update
+      set event_created_at = excluded.event_created_at,
+          tie_break = excluded.tie_break,
+          stripe_event_id = excluded.stripe_event_id,
+          deleted = v.deleted or excluded.deleted,
+          updated_at = now()
+      where (excluded.deleted and not v.deleted)
+         or (excluded.stripe_event_id = v.stripe_event_id and (excluded.deleted or not v.deleted))
+         or (not v.deleted
+             and (excluded.event_created_at, excluded.tie_break, excluded.stripe_event_id)
+               > (v.event_created_at, v.tie_break, v.stripe_event_id))
+    returning true
+  )
+  select coalesce((select true from claimed), false)
+$$;
+
+revoke all on function public.claim_object_version(text, text, timestamptz, bigint, text, boolean)
+  from public, anon, authenticated;
+
+alter table public.stripe_object_versions enable row level security;
+revoke all on table public.stripe_object_versions from public, anon, authenticated;
+grant all on table public.stripe_object_versions to service_role;
+revoke all on table public.stripe_webhook_events from public, anon, authenticated;
+grant all on table public.stripe_webhook_events to service_role;
+revoke all on function public.set_updated_at() from public, anon, authenticated;
+
+-- ---------------------------------------------------------------------------------------
+-- Linking a Stripe customer wakes the failed events that wait for it (typically subscription
+-- and invoice events Stripe sends before the payment that provisions the buyer). Without this
+-- index the wake-up reads the JSON of every failed row (about 2 ms per call with a retry
+-- backlog). Failed rows are few, so the index stays small.
+create index if not exists stripe_webhook_events_waiting_customer_idx
+  on public.stripe_webhook_events ((event_data -> 'data' -> 'object' ->> 'customer'), next_attempt_at)
+  where processing_status = 'failed';

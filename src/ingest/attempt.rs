@@ -1,0 +1,176 @@
+//! One attempt on a claimed row, inside the event's transaction: the handler's `apply` after
+//! the savepoint, then the row's new status. A handler error rolls back to the savepoint, so a
+//! `failed` row carries no partial effects; the savepoint is never released on success (COMMIT
+//! ends it, one round trip less).
+
+use chrono::Utc;
+use deadpool_postgres::Transaction;
+use uuid::Uuid;
+
+use super::sql::{self, Done};
+use super::{retry_delay, Attempt, Pipeline, Status};
+use crate::envelope::EventEnvelope;
+use crate::handlers::{Applied, HandlerError, Prepared};
+
+/// The handler runs after this savepoint; an error rolls back to it.
+pub(super) const SAVEPOINT: &str = "savepoint handler";
+const ROLLBACK_TO_SAVEPOINT: &str = "rollback to savepoint handler";
+
+/// What an attempt will do, decided before its transaction.
+pub(super) enum Plan {
+    /// No handler applies: recorded as `ignored`, with the reason when there is one to tell.
+    Ignore(Option<&'static str>),
+    /// Parsed and prepared: `apply` runs inside the transaction.
+    Apply(Prepared),
+    /// Parsing or `prepare` failed: recorded as failed (or dead) without running `apply`.
+    Fail(HandlerError),
+}
+
+/// What the handler made of the event.
+enum Outcome {
+    Applied(Applied),
+    Ignored(Option<&'static str>),
+    /// Rolled back to the savepoint already.
+    Failed(HandlerError),
+}
+
+/// A stored row being worked on.
+pub(super) struct Claimed {
+    pub row_id: Uuid,
+    pub retry_count: i32,
+}
+
+impl Pipeline {
+    /// Runs `plan` for a claimed row inside `tx` and writes the row's new status there. The
+    /// caller has opened `SAVEPOINT` right after claiming the row. An error means the
+    /// connection is gone: nothing of the transaction is stored.
+    pub(super) async fn attempt(
+        &self,
+        tx: &Transaction<'_>,
+        envelope: &EventEnvelope,
+        claimed: &Claimed,
+        plan: Plan,
+    ) -> Result<Attempt, tokio_postgres::Error> {
+        let started = std::time::Instant::now();
+        let outcome = run(tx, envelope, plan).await?;
+        let attempt = match outcome {
+            Outcome::Applied(applied) => {
+                self.mark_done(tx, claimed, Status::Processed, applied)
+                    .await?
+            }
+            Outcome::Ignored(reason) => {
+                let applied = reason.map(Applied::note).unwrap_or_default();
+                self.mark_done(tx, claimed, Status::Ignored, applied)
+                    .await?
+            }
+            Outcome::Failed(error) => self.mark_failed(tx, claimed, error).await?,
+        };
+        self.metrics.observe_processing(started.elapsed());
+        Ok(attempt)
+    }
+
+    async fn mark_done(
+        &self,
+        tx: &Transaction<'_>,
+        claimed: &Claimed,
+        status: Status,
+        applied: Applied,
+    ) -> Result<Attempt, tokio_postgres::Error> {
+        let done = Done {
+            row_id: claimed.row_id,
+            status: status.as_str(),
+            user_id: applied.user_id,
+            old_tier: applied.old_tier.as_deref(),
+            new_tier: applied.new_tier.as_deref(),
+            note: applied.note.as_deref(),
+        };
+        let stmt = tx.prepare_cached(sql::MARK_DONE).await?;
+        let params = done.params();
+        match &applied.linked_customer {
+            None => {
+                tx.execute(&stmt, &params).await?;
+            }
+            Some(customer) => {
+                // The events waiting for this customer's mapping are due now: one round trip.
+                let wake = tx.prepare_cached(sql::WAKE_WAITING).await?;
+                let customer: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [customer];
+                futures_util::try_join!(tx.execute(&stmt, &params), tx.execute(&wake, &customer),)?;
+            }
+        }
+        Ok(Attempt {
+            status,
+            error: None,
+            note: applied.note,
+        })
+    }
+
+    /// A retryable error schedules the next attempt with backoff until the attempts run out;
+    /// an invalid object is dead at once (retrying cannot help; an operator replays it after
+    /// the fix). A dead event is logged at ERROR.
+    async fn mark_failed(
+        &self,
+        tx: &Transaction<'_>,
+        claimed: &Claimed,
+        error: HandlerError,
+    ) -> Result<Attempt, tokio_postgres::Error> {
+        let attempts = claimed.retry_count + 1;
+        let retry_at = (error.is_retryable() && attempts < self.retry.max_attempts)
+            .then(|| Utc::now() + retry_delay(&self.retry, attempts));
+        let status = if retry_at.is_some() {
+            Status::Failed
+        } else {
+            Status::Dead
+        };
+        let message = error.to_string();
+        let stmt = tx.prepare_cached(sql::MARK_FAILED).await?;
+        tx.execute(
+            &stmt,
+            &[&claimed.row_id, &status.as_str(), &message, &retry_at],
+        )
+        .await?;
+        match retry_at {
+            Some(next_attempt_at) => tracing::warn!(
+                attempts,
+                error = %message,
+                %next_attempt_at,
+                "event failed; retry scheduled"
+            ),
+            None if error.is_retryable() => tracing::error!(
+                attempts,
+                error = %message,
+                "event is dead: no more automatic retries"
+            ),
+            None => tracing::error!(
+                attempts,
+                error = %message,
+                "event is dead: invalid, retrying cannot help (replay it after a fix)"
+            ),
+        }
+        Ok(Attempt {
+            status,
+            error: Some(message),
+            note: None,
+        })
+    }
+}
+
+async fn run(
+    tx: &Transaction<'_>,
+    envelope: &EventEnvelope,
+    plan: Plan,
+) -> Result<Outcome, tokio_postgres::Error> {
+    let prepared = match plan {
+        Plan::Ignore(reason) => return Ok(Outcome::Ignored(reason)),
+        Plan::Fail(error) => return Ok(Outcome::Failed(error)),
+        Plan::Apply(prepared) => prepared,
+    };
+    match prepared.apply(envelope, tx).await {
+        Ok(applied) => Ok(Outcome::Applied(applied)),
+        // The connection is gone: nothing can be stored, the caller answers 503.
+        Err(HandlerError::Database(e)) if crate::db::connection_lost(&e) => Err(e),
+        Err(error) => {
+            tx.batch_execute(ROLLBACK_TO_SAVEPOINT).await?;
+            Ok(Outcome::Failed(error))
+        }
+    }
+}
