@@ -22,6 +22,11 @@ impl Application {
     /// Binds the listeners (port 0 picks a free one) and prepares everything; nothing runs
     /// until `run_until_stopped`. Succeeds while the database is down.
     pub fn build(settings: &Settings, handle_signals: bool) -> anyhow::Result<Self> {
+        if settings.pipeline.livemode.is_none() {
+            tracing::warn!(
+                "neither STRIPE_LIVEMODE nor STRIPE_SECRET_KEY says which mode this endpoint serves: test and live events are both processed"
+            );
+        }
         let pipeline = Pipeline::new(&settings.pipeline)?;
         let shared = http::Shared::new(AppState {
             pipeline: pipeline.clone(),

@@ -95,8 +95,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(exit_code(summary.success()))
         }
         Command::Trigger(args) => {
-            let answer = trigger::run(&args, &source, &mut stdout).await?;
-            Ok(exit_code(answer.is_success()))
+            let report = trigger::run(&args, &source, &mut stdout).await?;
+            Ok(exit_code(report.is_success()))
         }
         Command::Status(args) => {
             status::run(&args, &source, &mut stdout).await?;

@@ -163,18 +163,41 @@ fn tolerance(src: &dyn Source) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs(secs))
 }
 
-/// STRIPE_LIVEMODE: when set, events of the other mode are recorded and `ignored`.
+/// The one mode this endpoint processes (events of the other are recorded and `ignored`):
+/// STRIPE_LIVEMODE when set, else the mode of STRIPE_SECRET_KEY (`sk_live_`/`rk_live_` or
+/// `sk_test_`/`rk_test_`), else none: both modes are processed (`serve` warns). A
+/// STRIPE_LIVEMODE that contradicts the key is a mistake worth stopping for.
 fn livemode(src: &dyn Source) -> Result<Option<bool>, ConfigError> {
-    match src.get("STRIPE_LIVEMODE") {
-        None => Ok(None),
-        Some(v) => v
-            .trim()
-            .parse::<bool>()
-            .map(Some)
-            .map_err(|_| ConfigError::Malformed {
-                name: "STRIPE_LIVEMODE",
-                reason: "expected true or false".into(),
-            }),
+    let from_key = src.get("STRIPE_SECRET_KEY").and_then(|k| {
+        let k = k.trim();
+        if k.starts_with("sk_live_") || k.starts_with("rk_live_") {
+            Some(true)
+        } else if k.starts_with("sk_test_") || k.starts_with("rk_test_") {
+            Some(false)
+        } else {
+            None
+        }
+    });
+    let explicit = match src.get("STRIPE_LIVEMODE") {
+        None => None,
+        Some(v) => Some(
+            v.trim()
+                .parse::<bool>()
+                .map_err(|_| ConfigError::Malformed {
+                    name: "STRIPE_LIVEMODE",
+                    reason: "expected true or false".into(),
+                })?,
+        ),
+    };
+    match (explicit, from_key) {
+        (Some(set), Some(key)) if set != key => Err(ConfigError::Malformed {
+            name: "STRIPE_LIVEMODE",
+            reason: format!(
+                "{set} contradicts STRIPE_SECRET_KEY, which is a {} key",
+                if key { "live" } else { "test" }
+            ),
+        }),
+        (set, key) => Ok(set.or(key)),
     }
 }
 
@@ -384,7 +407,7 @@ pub struct PipelineSettings {
     pub stripe_api: Option<StripeApiSettings>,
     pub supabase_auth: Option<SupabaseAuthSettings>,
     pub provisioning: ProvisioningSettings,
-    /// When set, events of the other mode are recorded and `ignored`.
+    /// When set, events of the other mode are recorded and `ignored` (see `livemode`).
     pub livemode: Option<bool>,
     /// Names this process in `locked_by` and in logs.
     pub worker_id: String,
@@ -499,6 +522,41 @@ mod tests {
             let msg = Settings::from_source(&e).unwrap_err().to_string();
             assert!(msg.starts_with(&format!("{name} is malformed")), "{msg}");
         }
+    }
+
+    #[test]
+    fn the_mode_comes_from_stripe_livemode_else_from_the_secret_key() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut e = env(BASE);
+            for (k, v) in pairs {
+                e.insert((*k).into(), (*v).into());
+            }
+            Settings::from_source(&e).map(|s| s.pipeline.livemode)
+        };
+        assert_eq!(with(&[]), Ok(None), "neither: both modes");
+        assert_eq!(with(&[("STRIPE_SECRET_KEY", "sk_live_x")]), Ok(Some(true)));
+        assert_eq!(with(&[("STRIPE_SECRET_KEY", "rk_live_x")]), Ok(Some(true)));
+        assert_eq!(with(&[("STRIPE_SECRET_KEY", "sk_test_x")]), Ok(Some(false)));
+        assert_eq!(with(&[("STRIPE_SECRET_KEY", "rk_test_x")]), Ok(Some(false)));
+        assert_eq!(with(&[("STRIPE_LIVEMODE", "true")]), Ok(Some(true)));
+        assert_eq!(
+            with(&[
+                ("STRIPE_LIVEMODE", "false"),
+                ("STRIPE_SECRET_KEY", "sk_test_x")
+            ]),
+            Ok(Some(false))
+        );
+        let contradiction = with(&[
+            ("STRIPE_LIVEMODE", "false"),
+            ("STRIPE_SECRET_KEY", "sk_live_x"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            contradiction,
+            "STRIPE_LIVEMODE is malformed: false contradicts STRIPE_SECRET_KEY, which is a live key"
+        );
+        assert!(!contradiction.contains("sk_live_x"), "never the key itself");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Billing history (seed 000's `public.events`): one row per money event, keyed by the Stripe
-//! event id, so replays write nothing twice.
+//! Billing history rows that are events rather than facts: a failed payment attempt. Every
+//! money movement (payments, refunds, disputes) gets its row from the facts, in SQL.
 
 use deadpool_postgres::Transaction;
 use serde_json::Value;
@@ -7,79 +7,29 @@ use uuid::Uuid;
 
 use crate::envelope::EventEnvelope;
 
-const INSERT: &str = "
-insert into public.events
-  (category, event_type, source, user_id, amount, currency, occurred_at, external_id, metadata)
-values ('billing', $1, 'stripe', $2, $3::int8::numeric / (10::numeric ^ $4::int4), $5,
-        coalesce($6, now()), $7, $8)
-on conflict (source, external_id) do nothing";
+/// Keyed by the event, amount 0 (no money moved), status failed; attributed to the user once
+/// the customer (`metadata.customer`) is mapped.
+const FAILED_PAYMENT: &str = "select public.put_billing_row($1, $2, $3, 0, $4, $5, 'failed', $6)";
 
-/// Stripe amounts are in the currency's minor unit; most have two decimals, these not.
-fn decimals(currency: &str) -> i32 {
-    match currency {
-        "bif" | "clp" | "djf" | "gnf" | "jpy" | "kmf" | "krw" | "mga" | "pyg" | "rwf" | "ugx"
-        | "vnd" | "vuv" | "xaf" | "xof" | "xpf" => 0,
-        "bhd" | "jod" | "kwd" | "omr" | "tnd" => 3,
-        _ => 2,
-    }
-}
-
-/// One billing history row. `amount_minor` is signed (refunds are negative); `external_id`
-/// is the event id, or the invoice id where two event types report one payment.
-pub struct Entry<'a> {
-    pub user_id: Option<Uuid>,
-    pub amount_minor: Option<i64>,
-    pub currency: Option<&'a str>,
-    pub external_id: &'a str,
-    pub metadata: Value,
-}
-
-pub async fn record(
+pub async fn record_failed_payment(
     tx: &Transaction<'_>,
     event: &EventEnvelope,
-    entry: Entry<'_>,
+    user_id: Option<Uuid>,
+    currency: Option<&str>,
+    metadata: Value,
 ) -> Result<(), tokio_postgres::Error> {
-    let currency = entry.currency.map(str::to_ascii_lowercase);
-    let decimals = currency.as_deref().map_or(2, decimals);
-    let stmt = tx.prepare_cached(INSERT).await?;
+    let stmt = tx.prepare_cached(FAILED_PAYMENT).await?;
     tx.execute(
         &stmt,
         &[
+            &event.id,
             &format!("stripe.{}", event.event_type),
-            &entry.user_id,
-            &entry.amount_minor,
-            &decimals,
-            &currency,
+            &user_id,
+            &currency.unwrap_or("usd"),
             &event.created,
-            &entry.external_id,
-            &entry.metadata,
+            &metadata,
         ],
     )
     .await?;
     Ok(())
-}
-
-const ATTRIBUTE: &str = "
-update public.events set user_id = $1
-where source = 'stripe' and user_id is null and metadata->>'payment_intent' = $2";
-
-/// History written before the buyer was known is attributed once they are.
-pub async fn attribute(
-    tx: &Transaction<'_>,
-    user_id: Uuid,
-    payment_intent: &str,
-) -> Result<(), tokio_postgres::Error> {
-    let stmt = tx.prepare_cached(ATTRIBUTE).await?;
-    tx.execute(&stmt, &[&user_id, &payment_intent]).await?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn zero_and_three_decimal_currencies() {
-        assert_eq!(super::decimals("usd"), 2);
-        assert_eq!(super::decimals("jpy"), 0);
-        assert_eq!(super::decimals("kwd"), 3);
-    }
 }

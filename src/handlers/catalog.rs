@@ -185,3 +185,95 @@ impl Handler for Prices {
         Ok(Applied::default())
     }
 }
+
+pub struct Plans;
+
+/// A plan: what prices were before 2018 (subscriptions and invoices of that time reference
+/// plans, `subscription.plan`, `items[].plan`). Stored as a recurring price with the same id.
+#[derive(Deserialize)]
+pub struct Plan {
+    id: String,
+    #[serde(default, deserialize_with = "expandable_id")]
+    product: Option<String>,
+    #[serde(default = "yes")]
+    active: bool,
+    /// Plans had a name of their own before products (2018).
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    nickname: Option<String>,
+    #[serde(default)]
+    amount: Option<i64>,
+    #[serde(default)]
+    currency: Option<String>,
+    #[serde(default)]
+    interval: Option<String>,
+    #[serde(default)]
+    interval_count: Option<i32>,
+    #[serde(default)]
+    trial_period_days: Option<i32>,
+    #[serde(default, deserialize_with = "metadata")]
+    metadata: serde_json::Value,
+}
+
+/// A plan without a product (before 2018) is its own product, named after it.
+const ENSURE_PLAN_PRODUCT: &str = "
+insert into public.products (id, active, name) values ($1, $2, $3)
+on conflict (id) do update set name = coalesce(products.name, excluded.name)";
+
+impl Handler for Plans {
+    type Object = Plan;
+    type Prepared = ();
+    const OBJECT: &'static str = "plan";
+    const EVENT_TYPES: &'static [&'static str] = &["plan.created", "plan.updated", "plan.deleted"];
+
+    async fn apply(
+        &self,
+        p: Plan,
+        _: (),
+        event: &EventEnvelope,
+        tx: &Transaction<'_>,
+    ) -> Result<Applied, HandlerError> {
+        let deleted = event.event_type == "plan.deleted";
+        // A plan and the price of the same id are one object.
+        if !ordering::claim(tx, "price", &p.id, event, 0, deleted).await? {
+            return Ok(Applied::note(ordering::stale_note(&p.id)));
+        }
+        let product = p.product.clone().unwrap_or_else(|| p.id.clone());
+        match &p.product {
+            Some(product) => {
+                let stmt = tx.prepare_cached(ENSURE_PRODUCT).await?;
+                tx.execute(&stmt, &[product]).await?;
+            }
+            None => {
+                let stmt = tx.prepare_cached(ENSURE_PLAN_PRODUCT).await?;
+                tx.execute(&stmt, &[&product, &p.active, &p.name]).await?;
+            }
+        }
+        let interval = p
+            .interval
+            .as_deref()
+            .filter(|i| matches!(*i, "day" | "week" | "month" | "year"));
+        let currency = p.currency.as_deref().map(str::to_ascii_lowercase);
+        let stmt = tx.prepare_cached(UPSERT_PRICE).await?;
+        tx.execute(
+            &stmt,
+            &[
+                &p.id,
+                &Some(product),
+                &(p.active && !deleted),
+                &p.nickname.as_ref().or(p.name.as_ref()),
+                &p.amount,
+                &currency,
+                &Some("recurring"),
+                &interval,
+                &p.interval_count,
+                &p.trial_period_days,
+                &None::<String>,
+                &p.metadata,
+            ],
+        )
+        .await?;
+        Ok(Applied::default())
+    }
+}

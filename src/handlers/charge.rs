@@ -1,13 +1,15 @@
-//! charge.succeeded / updated / refunded. A full refund revokes the voucher (SQL trigger on
-//! charges); every refund writes a billing history row.
+//! charge.succeeded / updated / refunded / captured / failed: the charge in its latest state,
+//! the refunds older API versions list inside it, and (before API 2025-03-31.basil) the invoice
+//! it paid. Whether a refund takes access back, and the billing history, are derived in SQL
+//! from these rows; a charge is attributed to its payment intent's owner there too.
 
 use deadpool_postgres::Transaction;
 use serde::Deserialize;
-use serde_json::json;
 
+use super::invoice::link_payment;
 use super::object::expandable_id;
-use super::provision;
-use super::{billing, ordering, Applied, Handler, HandlerError};
+use super::refund::{self, Refund};
+use super::{ordering, provision, Applied, Handler, HandlerError};
 use crate::envelope::EventEnvelope;
 
 #[derive(Deserialize)]
@@ -29,19 +31,27 @@ pub struct Charge {
     status: Option<String>,
     #[serde(default, deserialize_with = "expandable_id")]
     payment_intent: Option<String>,
+    #[serde(default, deserialize_with = "expandable_id")]
+    invoice: Option<String>,
+    /// Listed inside the charge before API 2022-11-15.
+    #[serde(default)]
+    refunds: Option<RefundList>,
 }
 
 #[derive(Deserialize, Default)]
-struct PreviousRefund {
+struct RefundList {
     #[serde(default)]
-    amount_refunded: Option<i64>,
+    data: Vec<Refund>,
 }
 
+/// The intent row the charge references. A charge may arrive before its intent (and legacy
+/// charges have none: they are their own intent): the row is created as `processing`, and the
+/// intent's own events (or checkout) bring its real state.
 const ENSURE_INTENT: &str = "
 with created as (
   insert into public.payment_intents
-    (stripe_payment_intent_id, status, amount, currency, customer_id, receipt_email, stripe_customer_id)
-  values ($1, $2, $3, lower($4), $5, $6, $7)
+    (stripe_payment_intent_id, status, amount, currency, customer_id, receipt_email, stripe_customer_id, livemode)
+  values ($1, $2, $3, lower($4), $5, $6, $7, $8)
   on conflict (stripe_payment_intent_id) do nothing
   returning id)
 select id from created
@@ -49,20 +59,23 @@ union all
 select id from public.payment_intents where stripe_payment_intent_id = $1
 limit 1";
 
-/// Refunds only grow, so `amount_refunded` keeps the largest value seen.
+/// The latest snapshot's refunded amount (it goes down again when a refund fails);
+/// `refunded_at` keeps the earliest report of a refund.
 const UPSERT: &str = "
 insert into public.charges
   (stripe_charge_id, payment_intent_id, amount, amount_refunded, currency, customer_id,
-   billing_details, status, receipt_email, stripe_customer_id)
-values ($1, $2, $3, $4, lower($5), $6, $7, $8, $9, $10)
+   billing_details, status, receipt_email, stripe_customer_id, refunded_at, livemode)
+values ($1, $2, $3, $4, lower($5), $6, $7, $8, $9, $10, $11, $12)
 on conflict (stripe_charge_id) do update
-set amount = excluded.amount,
-    amount_refunded = greatest(charges.amount_refunded, excluded.amount_refunded),
+set amount = excluded.amount, amount_refunded = excluded.amount_refunded,
     currency = excluded.currency, status = excluded.status,
     customer_id = coalesce(charges.customer_id, excluded.customer_id),
     billing_details = coalesce(excluded.billing_details, charges.billing_details),
     receipt_email = coalesce(excluded.receipt_email, charges.receipt_email),
-    stripe_customer_id = coalesce(charges.stripe_customer_id, excluded.stripe_customer_id)";
+    stripe_customer_id = coalesce(charges.stripe_customer_id, excluded.stripe_customer_id),
+    refunded_at = least(charges.refunded_at, excluded.refunded_at),
+    livemode = excluded.livemode
+returning customer_id";
 
 pub struct Charges;
 
@@ -70,8 +83,13 @@ impl Handler for Charges {
     type Object = Charge;
     type Prepared = ();
     const OBJECT: &'static str = "charge";
-    const EVENT_TYPES: &'static [&'static str] =
-        &["charge.succeeded", "charge.updated", "charge.refunded"];
+    const EVENT_TYPES: &'static [&'static str] = &[
+        "charge.succeeded",
+        "charge.updated",
+        "charge.refunded",
+        "charge.captured",
+        "charge.failed",
+    ];
 
     async fn apply(
         &self,
@@ -80,6 +98,15 @@ impl Handler for Charges {
         event: &EventEnvelope,
         tx: &Transaction<'_>,
     ) -> Result<Applied, HandlerError> {
+        let intent = c.payment_intent.as_deref().unwrap_or(&c.id);
+        // Facts that hold whatever the snapshot's age: the invoice it paid, and each listed
+        // refund (ordered by its own events).
+        if let Some(invoice) = &c.invoice {
+            link_payment(tx, invoice, intent, Some(c.amount)).await?;
+        }
+        for r in c.refunds.as_ref().map_or(&[][..], |l| &l.data) {
+            refund::record(tx, event, r, Some(&c.id), c.payment_intent.as_deref()).await?;
+        }
         // Same-second snapshots: more refunded is later.
         if !ordering::claim(tx, "charge", &c.id, event, c.amount_refunded, false).await? {
             return Ok(Applied::note(ordering::stale_note(&c.id)));
@@ -87,10 +114,6 @@ impl Handler for Charges {
         let user_id = provision::resolve_customer(tx, c.customer.as_deref()).await?;
         let currency = c.currency.as_deref().unwrap_or("usd");
         let status = c.status.as_deref().unwrap_or("succeeded");
-        // The charge may arrive before its intent (and legacy charges have none): the intent row
-        // the foreign key needs is created as `processing`; the intent's own events (or checkout)
-        // bring its real status together with the price, which the voucher needs.
-        let intent = c.payment_intent.as_deref().unwrap_or(&c.id);
         let placeholder_status = if c.payment_intent.is_none() && status == "succeeded" {
             "succeeded"
         } else {
@@ -111,47 +134,33 @@ impl Handler for Charges {
                     &user_id,
                     &c.receipt_email,
                     &c.customer,
+                    &event.livemode,
                 ],
             )
             .await?
             .get(0);
+        let refunded_at = (c.amount_refunded > 0).then_some(event.created).flatten();
         let stmt = tx.prepare_cached(UPSERT).await?;
-        tx.execute(
-            &stmt,
-            &[
-                &c.id,
-                &intent_row,
-                &c.amount,
-                &c.amount_refunded,
-                &currency,
-                &user_id,
-                &c.billing_details,
-                &status,
-                &c.receipt_email,
-                &c.customer,
-            ],
-        )
-        .await?;
-        if event.event_type == "charge.refunded" {
-            let before = event
-                .previous_attributes_as::<PreviousRefund>()
-                .amount_refunded
-                .unwrap_or(0);
-            let refunded_now = (c.amount_refunded - before).max(0);
-            let meta = json!({ "charge": c.id, "payment_intent": intent, "customer": c.customer,
-                               "amount_refunded_total": c.amount_refunded, "full_refund": c.amount_refunded >= c.amount });
-            let entry = billing::Entry {
-                user_id,
-                amount_minor: Some(-refunded_now),
-                currency: Some(currency),
-                external_id: &event.id,
-                metadata: meta,
-            };
-            billing::record(tx, event, entry).await?;
-        }
-        Ok(Applied {
-            user_id,
-            ..Applied::default()
-        })
+        let owner = tx
+            .query_one(
+                &stmt,
+                &[
+                    &c.id,
+                    &intent_row,
+                    &c.amount,
+                    &c.amount_refunded,
+                    &currency,
+                    &user_id,
+                    &c.billing_details,
+                    &status,
+                    &c.receipt_email,
+                    &c.customer,
+                    &refunded_at,
+                    &event.livemode,
+                ],
+            )
+            .await?
+            .get(0);
+        Ok(Applied::for_user(owner))
     }
 }

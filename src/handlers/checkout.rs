@@ -1,15 +1,15 @@
-//! checkout.session.completed / async_payment_succeeded: the buyer becomes a user with a
-//! profile, customer mapping and account; a one-time payment becomes a succeeded payment
-//! intent (whose voucher the SQL trigger issues).
+//! checkout.session.completed / async_payment_succeeded (Checkout and Payment Links): the buyer
+//! becomes a user with a profile, customer mapping and account; a one-time payment becomes a
+//! succeeded payment intent marked as bought through this session, with the price its metadata
+//! names (what it grants is derived in SQL); a subscription gets its owner.
 
 use deadpool_postgres::Transaction;
 use serde::Deserialize;
 
 use super::object::{expandable_id, metadata};
-use super::payment_intent::{upsert, IntentFacts};
-use super::provision::{self, Buyer, PreparedBuyer};
-use super::{billing, Applied, Handler, HandlerError, PrepareContext};
-use crate::email::Email;
+use super::payment_intent::{upsert, IntentRow};
+use super::provision::{self, PreparedBuyer};
+use super::{Applied, Handler, HandlerError, PrepareContext};
 use crate::envelope::EventEnvelope;
 
 #[derive(Deserialize)]
@@ -69,7 +69,8 @@ impl Handler for CheckoutCompleted {
     const CALLS_OUT: bool = true;
 
     /// The buyer's email (`customer_details.email`, else the prefilled `customer_email`, else
-    /// the Stripe customer's) and, with the admin API, their auth user.
+    /// the directory's or Stripe's for the session's customer) and, with the admin API, their
+    /// auth user.
     async fn prepare(
         &self,
         s: &Session,
@@ -80,49 +81,33 @@ impl Handler for CheckoutCompleted {
             return Ok(None);
         }
         let details = s.customer_details.as_ref();
-        let mut name = details
-            .and_then(|d| d.name.clone())
-            .filter(|n| !n.trim().is_empty());
-        let mut email = details
+        let email = details
             .and_then(|d| d.email.as_deref())
-            .or(s.customer_email.as_deref())
-            .and_then(Email::parse);
-        if email.is_none() {
-            let Some(customer) = &s.customer else {
-                return Err(HandlerError::invalid(
+            .or(s.customer_email.as_deref());
+        let name = details.and_then(|d| d.name.as_deref());
+        match provision::find_buyer(cx, s.customer.as_deref(), email, name).await? {
+            Some(buyer) => provision::prepare_buyer(cx, buyer).await,
+            None => match &s.customer {
+                None => Err(HandlerError::invalid(
                     "checkout session",
                     "no buyer email and no customer",
-                ));
-            };
-            let Some(api) = cx.stripe else {
-                return Err(HandlerError::NotYet(format!(
-                    "no buyer email in session {}: set STRIPE_SECRET_KEY to look up customer {customer}",
+                )),
+                Some(customer) if cx.stripe.is_none() => Err(HandlerError::NotYet(format!(
+                    "no buyer email in session {}: waiting for customer {customer}'s email (or set STRIPE_SECRET_KEY to look it up)",
                     s.id
-                )));
-            };
-            let contact = api.customer(customer).await?;
-            email = contact.email.as_deref().and_then(Email::parse);
-            name = name.or(contact.name);
+                ))),
+                Some(customer) => Err(HandlerError::NotYet(format!(
+                    "Stripe customer {customer} has no email"
+                ))),
+            },
         }
-        let Some(email) = email else {
-            return Err(HandlerError::NotYet(format!(
-                "Stripe customer {} has no email",
-                s.customer.as_deref().unwrap_or_default()
-            )));
-        };
-        let buyer = Buyer {
-            email,
-            name,
-            stripe_customer: s.customer.clone(),
-        };
-        provision::prepare_buyer(cx, buyer).await
     }
 
     async fn apply(
         &self,
         s: Session,
         prepared: Option<PreparedBuyer>,
-        _: &EventEnvelope,
+        event: &EventEnvelope,
         tx: &Transaction<'_>,
     ) -> Result<Applied, HandlerError> {
         if !s.is_paid() {
@@ -143,7 +128,7 @@ impl Handler for CheckoutCompleted {
                 let price_id = s.metadata.get("price_id").and_then(|v| v.as_str());
                 upsert(
                     tx,
-                    &IntentFacts {
+                    &IntentRow {
                         stripe_id: &intent,
                         status: "succeeded",
                         amount: s.amount_total.unwrap_or(0),
@@ -152,10 +137,13 @@ impl Handler for CheckoutCompleted {
                         receipt_email: Some(buyer.email.as_str()),
                         stripe_customer: s.customer.as_deref(),
                         price_id,
+                        checkout_session: Some(&s.id),
+                        paid_at: event.created,
+                        authoritative: false,
+                        livemode: event.livemode,
                     },
                 )
                 .await?;
-                billing::attribute(tx, user_id, &intent).await?;
             }
             Some("subscription") => {
                 if let Some(sub) = &s.subscription {

@@ -113,12 +113,23 @@ pub struct Applied {
     /// A Stripe customer this event mapped to a user: events waiting for that mapping are
     /// retried at once instead of after their backoff.
     pub linked_customer: Option<String>,
+    /// Nothing to apply and nothing to wait for (e.g. a subscription that was never paid, of a
+    /// customer nobody knows): the event is recorded as `ignored` with the note.
+    pub ignored: bool,
 }
 
 impl Applied {
     pub fn note(note: impl Into<String>) -> Self {
         Self {
             note: Some(note.into()),
+            ..Self::default()
+        }
+    }
+
+    pub fn ignored(note: impl Into<String>) -> Self {
+        Self {
+            note: Some(note.into()),
+            ignored: true,
             ..Self::default()
         }
     }

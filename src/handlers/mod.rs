@@ -9,13 +9,16 @@ mod catalog;
 mod charge;
 mod checkout;
 mod customer;
+mod dispute;
 mod handler;
 mod invoice;
+mod invoice_payment;
 mod object;
 mod ordering;
 mod payment_intent;
 mod payment_method;
 mod provision;
+mod refund;
 mod subscription;
 
 pub use handler::{Applied, Handler, HandlerError, PrepareContext, Prepared, Route, Services};
@@ -25,13 +28,17 @@ pub use handler::{Applied, Handler, HandlerError, PrepareContext, Prepared, Rout
 static HANDLERS: &[&dyn Route] = &[
     &catalog::Products,
     &catalog::Prices,
+    &catalog::Plans,
     &checkout::CheckoutCompleted,
     &payment_intent::PaymentIntents,
     &charge::Charges,
+    &refund::Refunds,
+    &dispute::Disputes,
     &payment_method::PaymentMethods,
     &customer::Customers,
     &subscription::Subscriptions,
     &invoice::Invoices,
+    &invoice_payment::InvoicePayments,
 ];
 
 /// The handler for `event_type`, if any.

@@ -1,14 +1,20 @@
-//! payment_intent.succeeded / processing / payment_failed / canceled.
+//! payment_intent.succeeded / processing / payment_failed / canceled: the intent in its latest
+//! state. A succeeded intent of a buyer nobody knows yet provisions them (from `receipt_email`,
+//! the directory of Stripe customers, or the Stripe API). What the payment buys (when its
+//! metadata names a price) and its billing history row are derived in SQL; an invoice's intent
+//! (it names the invoice before API 2025-03-31.basil) buys nothing by itself.
 
+use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use serde::Deserialize;
 use serde_json::json;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
+use super::invoice::link_payment;
 use super::object::{expandable_id, metadata};
-use super::provision::{self, Buyer, PreparedBuyer};
+use super::provision::{self, PreparedBuyer};
 use super::{billing, ordering, Applied, Handler, HandlerError, PrepareContext};
-use crate::email::Email;
 use crate::envelope::EventEnvelope;
 
 #[derive(Deserialize)]
@@ -26,6 +32,8 @@ pub struct Intent {
     customer: Option<String>,
     #[serde(default)]
     receipt_email: Option<String>,
+    #[serde(default, deserialize_with = "expandable_id")]
+    invoice: Option<String>,
     #[serde(default, deserialize_with = "metadata")]
     metadata: serde_json::Value,
 }
@@ -55,7 +63,32 @@ fn status_rank(status: &str) -> i64 {
     }
 }
 
-pub struct IntentFacts<'a> {
+/// Terminal states stay terminal (a late `processing` never undoes `succeeded`); the owner, once
+/// known, stays; the price a Checkout Session names wins over the intent's own metadata; the
+/// amount an intent's own event reports wins over the session's total ($11); `paid_at` keeps
+/// the earliest report of the payment. Parameters: `IntentRow`.
+const UPSERT: &str = "
+insert into public.payment_intents
+  (stripe_payment_intent_id, status, amount, currency, customer_id, receipt_email,
+   stripe_customer_id, price_id, checkout_session_id, paid_at, livemode)
+values ($1, $2, $3, lower($4), $5, $6, $7, $8, $9, $10, $12)
+on conflict (stripe_payment_intent_id) do update
+set status = case when payment_intents.status in ('succeeded', 'canceled')
+                  then payment_intents.status else excluded.status end,
+    amount = case when $11 then excluded.amount else payment_intents.amount end,
+    currency = case when $11 then excluded.currency else payment_intents.currency end,
+    customer_id = coalesce(payment_intents.customer_id, excluded.customer_id),
+    receipt_email = coalesce(excluded.receipt_email, payment_intents.receipt_email),
+    stripe_customer_id = coalesce(payment_intents.stripe_customer_id, excluded.stripe_customer_id),
+    price_id = coalesce(case when excluded.checkout_session_id is not null then excluded.price_id end,
+                        payment_intents.price_id, excluded.price_id),
+    checkout_session_id = coalesce(payment_intents.checkout_session_id, excluded.checkout_session_id),
+    paid_at = least(payment_intents.paid_at, excluded.paid_at),
+    livemode = coalesce(excluded.livemode, payment_intents.livemode)
+returning id, customer_id";
+
+/// `UPSERT`'s parameters, in their order ($1 … $12).
+pub struct IntentRow<'a> {
     pub stripe_id: &'a str,
     pub status: &'a str,
     pub amount: i64,
@@ -64,53 +97,49 @@ pub struct IntentFacts<'a> {
     pub receipt_email: Option<&'a str>,
     pub stripe_customer: Option<&'a str>,
     pub price_id: Option<&'a str>,
+    pub checkout_session: Option<&'a str>,
+    pub paid_at: Option<DateTime<Utc>>,
+    /// The intent's own event: its amount is the one received.
+    pub authoritative: bool,
+    pub livemode: bool,
 }
 
-/// Terminal states stay terminal (a late `processing` never undoes `succeeded`); the owner and
-/// the price, once known, stay. The voucher trigger watches status, customer_id and price_id.
-const UPSERT: &str = "
-insert into public.payment_intents
-  (stripe_payment_intent_id, status, amount, currency, customer_id, receipt_email,
-   stripe_customer_id, price_id)
-values ($1, $2, $3, lower($4), $5, $6, $7, (select id from public.prices where id = $8))
-on conflict (stripe_payment_intent_id) do update
-set status = case when payment_intents.status in ('succeeded', 'canceled')
-                  then payment_intents.status else excluded.status end,
-    amount = excluded.amount, currency = excluded.currency,
-    customer_id = coalesce(payment_intents.customer_id, excluded.customer_id),
-    receipt_email = coalesce(excluded.receipt_email, payment_intents.receipt_email),
-    stripe_customer_id = coalesce(payment_intents.stripe_customer_id, excluded.stripe_customer_id),
-    price_id = coalesce(payment_intents.price_id, excluded.price_id)
-returning id";
+impl IntentRow<'_> {
+    fn params(&self) -> [&(dyn ToSql + Sync); 12] {
+        [
+            &self.stripe_id,
+            &self.status,
+            &self.amount,
+            &self.currency,
+            &self.user_id,
+            &self.receipt_email,
+            &self.stripe_customer,
+            &self.price_id,
+            &self.checkout_session,
+            &self.paid_at,
+            &self.authoritative,
+            &self.livemode,
+        ]
+    }
+}
 
+/// Writes the intent; returns its row id and owner.
 pub async fn upsert(
     tx: &Transaction<'_>,
-    f: &IntentFacts<'_>,
-) -> Result<Uuid, tokio_postgres::Error> {
-    if let Some(user) = f.user_id {
+    row: &IntentRow<'_>,
+) -> Result<(Uuid, Option<Uuid>), tokio_postgres::Error> {
+    if let Some(user) = row.user_id {
         provision::ensure_customer_row(tx, user).await?;
     }
     let stmt = tx.prepare_cached(UPSERT).await?;
-    let row = tx
-        .query_one(
-            &stmt,
-            &[
-                &f.stripe_id,
-                &f.status,
-                &f.amount,
-                &f.currency,
-                &f.user_id,
-                &f.receipt_email,
-                &f.stripe_customer,
-                &f.price_id,
-            ],
-        )
-        .await?;
-    Ok(row.get(0))
+    let r = tx.query_one(&stmt, &row.params()).await?;
+    Ok((r.get(0), r.get(1)))
 }
 
-/// A succeeded intent of a buyer we do not know (payment link, API purchase) provisions them
-/// from `receipt_email`, else the Stripe customer's email.
+/// The owner an intent already has (a guest checkout names it before the intent's own events).
+const OWNER: &str =
+    "select customer_id from public.payment_intents where stripe_payment_intent_id = $1";
+
 pub struct PaymentIntents;
 
 impl Handler for PaymentIntents {
@@ -125,39 +154,31 @@ impl Handler for PaymentIntents {
     ];
     const CALLS_OUT: bool = true;
 
+    /// A succeeded payment of a buyer nobody knows yet: who paid.
     async fn prepare(
         &self,
         pi: &Intent,
         event: &EventEnvelope,
         cx: &PrepareContext<'_>,
     ) -> Result<Option<PreparedBuyer>, HandlerError> {
-        let mut email = pi.receipt_email.as_deref().and_then(Email::parse);
-        // Without an address and no Stripe API to ask, there is nothing to prepare: skip the
-        // look-up.
-        if pi.status(&event.event_type) != "succeeded"
-            || (email.is_none() && (pi.customer.is_none() || cx.stripe.is_none()))
-            || provision::customer_is_mapped(cx, pi.customer.as_deref()).await?
-        {
+        if pi.status(&event.event_type) != "succeeded" {
             return Ok(None);
         }
-        let mut name = None;
-        if email.is_none() {
-            if let (Some(customer), Some(api)) = (&pi.customer, cx.stripe) {
-                let contact = api.customer(customer).await?;
-                email = contact.email.as_deref().and_then(Email::parse);
-                name = contact.name;
+        if let Some(row) = cx.query_opt(OWNER, &[&pi.id]).await? {
+            if row.get::<_, Option<Uuid>>(0).is_some() {
+                return Ok(None);
             }
         }
-        // Without an address the intent is stored unlinked; its checkout session links it.
-        let Some(email) = email else {
-            return Ok(None);
-        };
-        let buyer = Buyer {
-            email,
-            name,
-            stripe_customer: pi.customer.clone(),
-        };
-        provision::prepare_buyer(cx, buyer).await
+        match &pi.customer {
+            Some(customer) => {
+                provision::prepare_unmapped(cx, customer, pi.receipt_email.as_deref(), None).await
+            }
+            None => match provision::find_buyer(cx, None, pi.receipt_email.as_deref(), None).await?
+            {
+                Some(buyer) => provision::prepare_buyer(cx, buyer).await,
+                None => Ok(None),
+            },
+        }
     }
 
     async fn apply(
@@ -167,6 +188,10 @@ impl Handler for PaymentIntents {
         event: &EventEnvelope,
         tx: &Transaction<'_>,
     ) -> Result<Applied, HandlerError> {
+        // Which invoice it pays: a fact whatever the snapshot's age.
+        if let Some(invoice) = &pi.invoice {
+            link_payment(tx, invoice, &pi.id, pi.amount_received).await?;
+        }
         let status = pi.status(&event.event_type).to_owned();
         if !ordering::claim(
             tx,
@@ -180,22 +205,30 @@ impl Handler for PaymentIntents {
         {
             return Ok(Applied::note(ordering::stale_note(&pi.id)));
         }
-        let user_id = match provision::resolve_customer(tx, pi.customer.as_deref()).await? {
-            Some(user) => Some(user),
-            None => match &prepared {
-                Some(buyer) => Some(provision::provision(tx, buyer).await?),
-                None => None,
-            },
-        };
+        let mut applied = Applied::default();
+        let mut user_id = provision::resolve_customer(tx, pi.customer.as_deref()).await?;
+        if let (None, Some(buyer)) = (user_id, &prepared) {
+            let user = provision::provision(tx, buyer).await?;
+            user_id = Some(user);
+            if let Some(customer) = &pi.customer {
+                provision::link_customer(tx, user, customer, Some(&buyer.buyer.email)).await?;
+                applied.linked_customer = Some(customer.clone());
+            }
+        }
+        if let (None, None, Some(customer), "succeeded") =
+            (user_id, &prepared, &pi.customer, status.as_str())
+        {
+            provision::wait_if_buyer_arrived(tx, customer).await?;
+        }
         let currency = pi.currency.as_deref().unwrap_or("usd");
         // 2020-era fixtures show succeeded intents with amount_received 0: fall back to amount.
         let amount = match pi.amount_received {
             Some(received) if status == "succeeded" && received > 0 => Some(received),
             _ => pi.amount,
         };
-        upsert(
+        let (_, owner) = upsert(
             tx,
-            &IntentFacts {
+            &IntentRow {
                 stripe_id: &pi.id,
                 status: &status,
                 amount: amount.unwrap_or(0),
@@ -204,28 +237,22 @@ impl Handler for PaymentIntents {
                 receipt_email: pi.receipt_email.as_deref(),
                 stripe_customer: pi.customer.as_deref(),
                 price_id: pi.metadata.get("price_id").and_then(|v| v.as_str()),
+                checkout_session: None,
+                paid_at: (status == "succeeded").then_some(event.created).flatten(),
+                authoritative: true,
+                livemode: event.livemode,
             },
         )
         .await?;
-        if status == "succeeded" {
-            let meta = json!({ "payment_intent": pi.id, "customer": pi.customer });
-            let entry = billing::Entry {
-                user_id,
-                amount_minor: amount,
-                currency: Some(currency),
-                external_id: &event.id,
-                metadata: meta,
-            };
-            billing::record(tx, event, entry).await?;
+        if event.event_type == "payment_intent.payment_failed" {
+            let meta = json!({ "payment_intent": pi.id, "customer": pi.customer,
+                               "amount": pi.amount, "invoice": pi.invoice });
+            billing::record_failed_payment(tx, event, owner, Some(currency), meta).await?;
         }
-        let mut applied = Applied::for_user(user_id);
-        if let (Some(prepared), Some(user), Some(customer)) = (&prepared, user_id, &pi.customer) {
-            provision::link_customer(tx, user, customer, Some(&prepared.buyer.email)).await?;
-            applied.linked_customer = Some(customer.clone());
+        applied.user_id = owner;
+        if owner.is_none() && status == "succeeded" {
+            applied.note = Some("buyer not known yet: stored unlinked".to_owned());
         }
-        applied.note = user_id
-            .is_none()
-            .then(|| "buyer not known yet: stored unlinked".to_owned());
         Ok(applied)
     }
 }

@@ -31,8 +31,10 @@ pub struct PreparedBuyer {
     pub confirm_email: bool,
 }
 
+/// A deleted Stripe customer keeps its mapping: its later events (the cancellation Stripe sends
+/// with the deletion) still belong to the same person.
 const RESOLVE_CUSTOMER: &str = "
-select user_id from public.stripe_customers where stripe_customer_id = $1
+select user_id from public.stripe_customers where stripe_customer_id = $1 and user_id is not null
 union all
 select id from public.customers where stripe_customer_id = $1
 limit 1";
@@ -60,14 +62,9 @@ pub async fn customer_is_mapped(
     Ok(cx.query_opt(RESOLVE_CUSTOMER, &[&id]).await?.is_some())
 }
 
-/// The same look-up as `find_or_create_auth_user`: the instance_id condition lets it use
-/// auth.users' (instance_id, lower(email)) index.
-const FIND_AUTH_USER: &str = "
-select id from auth.users
-where lower(email::text) = lower(btrim($1))
-  and (instance_id = '00000000-0000-0000-0000-000000000000' or instance_id is null)
-  and not is_sso_user and deleted_at is null
-order by created_at nulls last, id limit 1";
+/// The same look-up `find_or_create_auth_user` makes (the sign-in address, else an address a
+/// mapped Stripe customer reported).
+const FIND_AUTH_USER: &str = "select public.find_auth_user($1)";
 
 async fn find_auth_user(
     cx: &PrepareContext<'_>,
@@ -76,7 +73,58 @@ async fn find_auth_user(
     Ok(cx
         .query_opt(FIND_AUTH_USER, &[&email.as_str()])
         .await?
-        .map(|r| r.get(0)))
+        .and_then(|r| r.get(0)))
+}
+
+/// What the directory of Stripe customers knows of one (customer.* events).
+const DIRECTORY_CONTACT: &str = "
+select email, name from public.stripe_customers where stripe_customer_id = $1 and email is not null";
+
+/// Who a payment's buyer is, as far as anyone can tell before the transaction: the address the
+/// event carries, else the one the directory of Stripe customers holds, else Stripe's own (with
+/// STRIPE_SECRET_KEY). `None` when nobody can tell yet: the payment is then stored unlinked and
+/// the customer's own event provisions the buyer.
+pub async fn find_buyer(
+    cx: &PrepareContext<'_>,
+    customer: Option<&str>,
+    email: Option<&str>,
+    name: Option<&str>,
+) -> Result<Option<Buyer>, HandlerError> {
+    let mut email = email.and_then(Email::parse);
+    let mut name = name.filter(|n| !n.trim().is_empty()).map(str::to_owned);
+    if let (None, Some(id)) = (&email, customer) {
+        if let Some(row) = cx.query_opt(DIRECTORY_CONTACT, &[&id]).await? {
+            email = row.get::<_, Option<&str>>(0).and_then(Email::parse);
+            name = name.or(row.get(1));
+        }
+    }
+    if let (None, Some(id), Some(api)) = (&email, customer, cx.stripe) {
+        let contact = api.customer(id).await?;
+        email = contact.email.as_deref().and_then(Email::parse);
+        name = name.or(contact.name);
+    }
+    Ok(email.map(|email| Buyer {
+        email,
+        name,
+        stripe_customer: customer.map(str::to_owned),
+    }))
+}
+
+/// The buyer of an unmapped Stripe customer's payment, prepared (see `prepare_buyer`), or
+/// `None` when the customer is mapped already or nobody can tell yet.
+pub async fn prepare_unmapped(
+    cx: &PrepareContext<'_>,
+    customer: &str,
+    email: Option<&str>,
+    name: Option<&str>,
+) -> Result<Option<PreparedBuyer>, HandlerError> {
+    if customer_is_mapped(cx, Some(customer)).await? {
+        return Ok(None);
+    }
+    match find_buyer(cx, Some(customer), email, name).await? {
+        Some(buyer) => prepare_buyer(cx, buyer).await,
+        None => Ok(None),
+    }
 }
 
 /// Before the event's transaction: with the Supabase Auth admin API configured, make sure the
@@ -178,9 +226,12 @@ pub async fn ensure_customer_row(
     Ok(())
 }
 
+/// The directory entry (created by the customer's own events, or here) gets its user.
 const LINK: &str = "
-insert into public.stripe_customers (stripe_customer_id, user_id, email) values ($2, $1, $3)
-on conflict (stripe_customer_id) do nothing";
+insert into public.stripe_customers as sc (stripe_customer_id, user_id, email) values ($2, $1, $3)
+on conflict (stripe_customer_id) do update
+set user_id = excluded.user_id, email = coalesce(sc.email, excluded.email), updated_at = now()
+where sc.user_id is null";
 
 /// The first Stripe customer of a user becomes the mapping public.customers shows.
 const SET_PRIMARY: &str = "
@@ -188,13 +239,83 @@ update public.customers set stripe_customer_id = $2
 where id = $1 and stripe_customer_id is null
   and not exists (select 1 from public.customers where stripe_customer_id = $2)";
 
-/// Rows that arrived before the buyer was known get their owner now; for payment intents this
-/// fires the voucher trigger.
-const BACKFILL: [&str; 3] = [
+/// Rows that arrived before the buyer was known get their owner now; for payment intents and
+/// invoices this derives their grants.
+const BACKFILL: [&str; 5] = [
     "update public.payment_intents set customer_id = $1 where stripe_customer_id = $2 and customer_id is null",
     "update public.charges set customer_id = $1 where stripe_customer_id = $2 and customer_id is null",
     "update public.payment_methods set customer_id = $1 where stripe_customer_id = $2 and customer_id is null",
+    "update public.invoices set user_id = $1 where stripe_customer_id = $2 and user_id is null",
+    "update public.events set user_id = $1
+     where source = 'stripe' and user_id is null and metadata ->> 'customer' = $2",
 ];
+
+/// Serializes, inside their transactions, the events of one Stripe customer that may provision
+/// its buyer, so that a payment and the customer's own event never both miss each other.
+const LOCK_CUSTOMER: &str = "select pg_advisory_xact_lock(hashtext('stripe-customer:' || $1))";
+
+pub async fn lock_customer(
+    tx: &Transaction<'_>,
+    stripe_customer_id: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let stmt = tx.prepare_cached(LOCK_CUSTOMER).await?;
+    tx.execute(&stmt, &[&stripe_customer_id]).await?;
+    Ok(())
+}
+
+/// Inside the transaction (after `lock_customer`): the directory's contact for a customer.
+pub async fn directory_buyer(
+    tx: &Transaction<'_>,
+    stripe_customer_id: &str,
+) -> Result<Option<Buyer>, tokio_postgres::Error> {
+    let stmt = tx.prepare_cached(DIRECTORY_CONTACT).await?;
+    Ok(tx
+        .query_opt(&stmt, &[&stripe_customer_id])
+        .await?
+        .and_then(|row| {
+            Some(Buyer {
+                email: row.get::<_, Option<&str>>(0).and_then(Email::parse)?,
+                name: row.get(1),
+                stripe_customer: Some(stripe_customer_id.to_owned()),
+            })
+        }))
+}
+
+/// A payment of an unmapped customer whose buyer nobody could tell before the transaction:
+/// if the directory learned the address meanwhile (the customer's event committed while this
+/// one prepared), retry, so the retry provisions them; otherwise the payment is stored
+/// unlinked and the customer's own event provisions them later. The lock makes sure one of
+/// the two sees the other.
+pub async fn wait_if_buyer_arrived(
+    tx: &Transaction<'_>,
+    stripe_customer_id: &str,
+) -> Result<(), HandlerError> {
+    lock_customer(tx, stripe_customer_id).await?;
+    if directory_buyer(tx, stripe_customer_id).await?.is_some() {
+        return Err(HandlerError::NotYet(format!(
+            "the address of customer {stripe_customer_id} arrived meanwhile: retried to provision the buyer"
+        )));
+    }
+    Ok(())
+}
+
+/// Money Stripe received from a customer that no user has yet.
+pub const UNLINKED_PAYMENT: &str = "
+select exists (select 1 from public.payment_intents
+                where stripe_customer_id = $1 and customer_id is null and status = 'succeeded')
+    or exists (select 1 from public.invoices
+                where stripe_customer_id = $1 and user_id is null and status = 'paid')";
+
+pub async fn has_unlinked_payment(
+    client: &impl GenericClient,
+    stripe_customer_id: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    let stmt = client.prepare_cached(UNLINKED_PAYMENT).await?;
+    Ok(client
+        .query_one(&stmt, &[&stripe_customer_id])
+        .await?
+        .get(0))
+}
 
 /// Maps `stripe_customer_id` to the user and hands them the rows that waited for it. The
 /// caller reports the customer in `Applied::linked_customer`, so the events waiting for this

@@ -55,8 +55,12 @@ impl Pipeline {
         let outcome = run(tx, envelope, plan).await?;
         let attempt = match outcome {
             Outcome::Applied(applied) => {
-                self.mark_done(tx, claimed, Status::Processed, applied)
-                    .await?
+                let status = if applied.ignored {
+                    Status::Ignored
+                } else {
+                    Status::Processed
+                };
+                self.mark_done(tx, claimed, status, applied).await?
             }
             Outcome::Ignored(reason) => {
                 let applied = reason.map(Applied::note).unwrap_or_default();

@@ -167,6 +167,7 @@ impl Pipeline {
             let mut client = self.pool.get().await?;
             let insert = client.prepare_cached(sql::INSERT_PROCESSING).await?;
             let retake = client.prepare_cached(sql::RETAKE_WAITING).await?;
+            let current = client.prepare_cached(sql::SET_CURRENT_EVENT).await?;
             let tx = client.transaction().await?;
             // jsonb takes the storable form; the exact bytes are kept beside it when it differs.
             let storable = crate::envelope::storable(raw_body);
@@ -190,12 +191,14 @@ impl Pipeline {
             // the future).
             let id: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&envelope.id];
             let new = new.params();
-            let (inserted, retaken, savepoint) = futures_util::join!(
+            let (inserted, retaken, current, savepoint) = futures_util::join!(
                 tx.query_opt(&insert, &new),
                 tx.query_opt(&retake, &id),
+                tx.execute(&current, &id),
                 tx.batch_execute(SAVEPOINT),
             );
             let (inserted, retaken) = (inserted?, retaken?);
+            current?;
             savepoint?;
             let claimed = match (inserted, retaken) {
                 (Some(row), _) => Claimed {
@@ -242,15 +245,21 @@ impl Pipeline {
             let plan = self.plan(&envelope).await?;
             let mut client = self.pool.get().await?;
             let stmt = client.prepare_cached(sql::LOCK_CLAIMED).await?;
+            let current = client.prepare_cached(sql::SET_CURRENT_EVENT).await?;
             let tx = client.transaction().await?;
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
                 [&row_id, &self.worker_id];
-            let (locked, savepoint) =
-                futures_util::join!(tx.query_opt(&stmt, &params), tx.batch_execute(SAVEPOINT));
+            let id: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&envelope.id];
+            let (locked, current, savepoint) = futures_util::join!(
+                tx.query_opt(&stmt, &params),
+                tx.execute(&current, &id),
+                tx.batch_execute(SAVEPOINT)
+            );
             let Some(row) = locked? else {
                 tx.commit().await?;
                 return Ok(ClaimedOutcome::LeaseLost);
             };
+            current?;
             savepoint?;
             let claimed = Claimed {
                 row_id,

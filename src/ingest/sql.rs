@@ -5,6 +5,10 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
+/// Names the event being processed for the SQL that derives from its facts (an access grant
+/// remembers the event that established it); local to the event's transaction.
+pub const SET_CURRENT_EVENT: &str = "select set_config('stripe_worker.event_id', $1, true)";
+
 pub const CURRENT_STATUS: &str =
     "select processing_status from public.stripe_webhook_events where stripe_event_id = $1";
 

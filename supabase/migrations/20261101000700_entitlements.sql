@@ -631,6 +631,8 @@ begin
      limit 1;
     v_grant.kind := 'subscription_period';
     v_grant.price_id := v_price;
+    -- the period voucher's months need the price's interval: completed when the price arrives
+    v_grant.terms_known := exists (select 1 from public.prices p where p.id = v_price and p.interval is not null);
     v_grant.period_start := inv.period_start;
     v_grant.period_end := inv.period_end;
     v_grant.effective_at := inv.period_start;

@@ -6,6 +6,7 @@ mod catalog;
 mod chaos;
 mod dependencies;
 mod fakes;
+mod flows;
 mod health;
 mod helpers;
 mod hostile_clients;

@@ -378,16 +378,22 @@ async fn trigger(
     email: Option<&str>,
 ) -> (trigger::TriggerAnswer, String) {
     let args = trigger::TriggerArgs {
-        event_type: event_type.into(),
+        target: Some(event_type.into()),
         email: email.map(|e| stripe_worker::email::Email::parse(e).unwrap()),
         url: Some(app.webhook_url()),
-        mode: Default::default(),
+        ..Default::default()
     };
     let mut out = Vec::new();
-    let answer = trigger::run(&args, &cli_env(app), &mut out)
+    let report = trigger::run(&args, &cli_env(app), &mut out)
         .await
         .expect("trigger runs");
-    (answer, String::from_utf8(out).unwrap())
+    let out = String::from_utf8(out).unwrap();
+    let answer = report
+        .last()
+        .cloned()
+        .unwrap_or_else(|| panic!("no answer: {out}"));
+    assert_eq!(answer.event_type, event_type, "{out}");
+    (answer, out)
 }
 
 #[tokio::test]

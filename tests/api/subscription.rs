@@ -1,5 +1,6 @@
-//! Subscriptions (issue 5): lifecycle under every delivery order, both API shapes, renewals
-//! through invoices, events before their checkout, cancellation, tiers.
+//! Subscriptions: the row the frontend reads under every delivery order, both API shapes,
+//! renewals through paid invoices (snapshots never grant), events before their checkout,
+//! cancellation, tiers.
 
 use serde_json::{json, Value};
 
@@ -89,6 +90,24 @@ impl Sub {
             e["api_version"] = json!("2020-03-02");
         }
         e
+    }
+
+    /// created (P1), P1's invoice paid, renewed (P2), P2's invoice paid, deleted.
+    fn lifecycle_with_invoices(&self, shape: Shape) -> Vec<Value> {
+        let p1 = (T0, T0 + 30 * DAY);
+        let p2 = (T0 + 30 * DAY, T0 + 60 * DAY);
+        let mut first = invoice(self, shape, "invoice.paid", p1, "subscription_create");
+        first["created"] = json!(T0 + 1);
+        let mut renewal = invoice(self, shape, "invoice.paid", p2, "subscription_cycle");
+        renewal["created"] = json!(T0 + 30 * DAY + 3600);
+        let all = self.lifecycle(shape);
+        vec![
+            all[0].clone(),
+            first,
+            all[1].clone(),
+            renewal,
+            all[4].clone(),
+        ]
     }
 
     /// created (P1), renewed (P2), past_due, active again, deleted: five seconds apart.
@@ -215,7 +234,7 @@ async fn every_delivery_order_of_a_lifecycle_gives_the_in_order_rows() {
     for order in std::iter::once((0..5).collect::<Vec<_>>()).chain(orders) {
         let sub = Sub::new();
         assert_eq!(ok(&app, &sub.checkout()).await, "processed");
-        let events = sub.lifecycle(Shape::Basil);
+        let events = sub.lifecycle_with_invoices(Shape::Basil);
         for &i in &order {
             assert_eq!(
                 ok(&app, &events[i]).await,
@@ -235,7 +254,7 @@ async fn every_delivery_order_of_a_lifecycle_gives_the_in_order_rows() {
                 assert_eq!(
                     got[1],
                     format!("{T0}|{p2s}|1|t|active,{p2s}|{p2e}|1|t|active"),
-                    "one voucher per paid period"
+                    "one voucher per paid invoice's period"
                 );
                 assert_eq!(got[2], iso(p2e), "expiry at the second period's end");
                 reference = Some(got);
@@ -274,6 +293,17 @@ async fn both_api_shapes_give_the_same_rows() {
 }
 
 fn invoice(sub: &Sub, shape: Shape, kind: &str, period: (i64, i64), reason: &str) -> Value {
+    invoice_for(sub, shape, kind, period, reason, "price_demo_monthly")
+}
+
+fn invoice_for(
+    sub: &Sub,
+    shape: Shape,
+    kind: &str,
+    period: (i64, i64),
+    reason: &str,
+    price: &str,
+) -> Value {
     let mut inv = json!({
         "id": unique("in"), "object": "invoice", "customer": sub.customer, "status": "paid",
         "amount_paid": 900, "amount_due": 900, "currency": "usd", "billing_reason": reason,
@@ -281,12 +311,24 @@ fn invoice(sub: &Sub, shape: Shape, kind: &str, period: (i64, i64), reason: &str
         "lines": {"object": "list", "data": [{"id": unique("il"), "object": "line_item", "amount": 900,
                   "period": {"start": period.0, "end": period.1}}]}
     });
+    if kind == "invoice.payment_failed" {
+        inv["status"] = json!("open");
+        inv["amount_paid"] = json!(0);
+    }
     match shape {
         Shape::Basil => {
             inv["parent"] = json!({"type": "subscription_details",
-                                               "subscription_details": {"subscription": sub.id, "metadata": {}}})
+                                               "subscription_details": {"subscription": sub.id, "metadata": {}}});
+            inv["lines"]["data"][0]["pricing"] = json!({"type": "price_details", "price_details": {"price": price, "product": "prod_demo_monthly"}});
+            inv["lines"]["data"][0]["parent"] = json!({"type": "subscription_item_details",
+                "subscription_item_details": {"subscription": sub.id, "proration": reason == "subscription_update"}});
         }
-        Shape::V2020 => inv["subscription"] = json!(sub.id),
+        Shape::V2020 => {
+            inv["subscription"] = json!(sub.id);
+            inv["lines"]["data"][0]["price"] = json!({"id": price, "object": "price"});
+            inv["lines"]["data"][0]["type"] = json!("subscription");
+            inv["lines"]["data"][0]["proration"] = json!(reason == "subscription_update");
+        }
     }
     let mut e = event(&unique("evt"), kind, inv);
     if let Shape::V2020 = shape {
@@ -303,6 +345,17 @@ async fn a_renewal_adds_exactly_one_voucher_per_period_and_moves_expiry() {
         ok(&app, &sub.checkout()).await;
         let events = sub.lifecycle(shape);
         ok(&app, &events[0]).await;
+        assert_eq!(
+            vouchers(&app, &sub.id).await,
+            0,
+            "a snapshot grants nothing"
+        );
+        let p1 = (T0, T0 + 30 * DAY);
+        ok(
+            &app,
+            &invoice(&sub, shape, "invoice.paid", p1, "subscription_create"),
+        )
+        .await;
         let p2 = (T0 + 30 * DAY, T0 + 60 * DAY);
         // Stripe sends both for one payment, and may send them before the subscription update.
         let paid = invoice(&sub, shape, "invoice.paid", p2, "subscription_cycle");
@@ -315,7 +368,7 @@ async fn a_renewal_adds_exactly_one_voucher_per_period_and_moves_expiry() {
         assert_eq!(vouchers(&app, &sub.id).await, 2, "{shape:?}");
         let expiry: String = app.sql.query_one("select a.expiry from accounts a join subscriptions s on s.user_id = a.user_id where s.id = $1", &[&sub.id]).await.unwrap().get(0);
         assert_eq!(expiry, iso(T0 + 60 * DAY), "{shape:?}");
-        assert_eq!(app.count(&format!("select count(*) from events where metadata->>'subscription' = '{}' and event_type like 'stripe.invoice.%'", sub.id)).await, 1);
+        assert_eq!(app.count(&format!("select count(*) from events where metadata->>'subscription' = '{}' and event_type like 'stripe.invoice.%'", sub.id)).await, 2, "one history row per paid invoice");
         // A proration invoice of a plan change pays no new period.
         ok(
             &app,
@@ -371,11 +424,24 @@ async fn a_subscription_event_before_its_checkout_applies_after_the_retry() {
     app.wait_for_status(created["id"].as_str().unwrap(), "processed")
         .await;
     assert_eq!(app.count(&format!("select count(*) from subscriptions s join auth.users u on u.id = s.user_id where s.id = '{}' and u.email = '{}'", sub.id, sub.email)).await, 1);
-    assert_eq!(vouchers(&app, &sub.id).await, 1);
+    assert_eq!(
+        vouchers(&app, &sub.id).await,
+        0,
+        "a snapshot grants nothing"
+    );
+    let paid = invoice(
+        &sub,
+        Shape::Basil,
+        "invoice.paid",
+        (T0, T0 + 30 * DAY),
+        "subscription_create",
+    );
+    assert_eq!(ok(&app, &paid).await, "processed");
+    assert_eq!(vouchers(&app, &sub.id).await, 1, "the paid invoice does");
 }
 
 #[tokio::test]
-async fn cancellation_stops_vouchers_without_taking_paid_time_away() {
+async fn cancellation_keeps_the_paid_time() {
     let app = spawn_app().await;
     let sub = Sub::new();
     ok(&app, &sub.checkout()).await;
@@ -393,7 +459,19 @@ async fn cancellation_stops_vouchers_without_taking_paid_time_away() {
         ),
     )
     .await;
+    ok(
+        &app,
+        &invoice(
+            &sub,
+            Shape::Basil,
+            "invoice.paid",
+            p1,
+            "subscription_create",
+        ),
+    )
+    .await;
     let before = rows(&app, &sub.id).await;
+    assert_eq!(before[2], iso(T0 + 30 * DAY), "the paid period");
     ok(&app, &sub.snapshot(Shape::Basil, "customer.subscription.updated", T0 + DAY, "active", p1, "price_demo_monthly",
                            json!({"cancel_at_period_end": true, "cancel_at": T0 + 30 * DAY, "canceled_at": T0 + DAY}))).await;
     ok(&app, &sub.snapshot(Shape::Basil, "customer.subscription.deleted", T0 + 30 * DAY, "canceled", p1, "price_demo_monthly",
@@ -420,7 +498,8 @@ async fn cancellation_stops_vouchers_without_taking_paid_time_away() {
         "processed"
     );
     assert_eq!(rows(&app, &sub.id).await, after);
-    assert_eq!(app.count(&format!("select count(*) from events where event_type = 'stripe.customer.subscription.deleted' and metadata->>'subscription' = '{}'", sub.id)).await, 1);
+    // A cancellation moves no money: the subscription row shows it, the billing history not.
+    assert_eq!(app.count(&format!("select count(*) from events where event_type = 'stripe.customer.subscription.deleted' and metadata->>'subscription' = '{}'", sub.id)).await, 0);
 }
 
 #[tokio::test]
@@ -460,11 +539,7 @@ async fn same_second_snapshots_are_ordered_by_period_then_status() {
             )),
             "{order:?}: {r:?}"
         );
-        assert_eq!(
-            r[1].split(',').count(),
-            2,
-            "{order:?}: both periods were paid"
-        );
+        assert_eq!(r[1], "", "{order:?}: snapshots grant nothing");
     }
 }
 
@@ -546,7 +621,16 @@ async fn a_change_of_price_records_old_and_new_tiers() {
         .map(|r| (r.get(0), r.get(1)))
         .unwrap();
     assert_eq!(tiers, (Some("pro_yearly".into()), Some("Monthly".into())));
-    // The yearly period's voucher is 12 months.
+    // The yearly period's paid invoice gives a 12-month voucher.
+    let yearly = invoice_for(
+        &sub,
+        Shape::Basil,
+        "invoice.paid",
+        (T0 + DAY, T0 + 366 * DAY),
+        "subscription_cycle",
+        "price_pro_yearly",
+    );
+    ok(&app, &yearly).await;
     assert_eq!(
         app.count(&format!(
             "select count(*) from vouchers where subscription_id = '{}' and duration_months = 12",
@@ -583,7 +667,11 @@ async fn with_a_stripe_key_an_unmapped_subscription_customer_is_provisioned_dire
         .await,
         1
     );
-    assert_eq!(vouchers(&app, &sub.id).await, 1);
+    assert_eq!(
+        vouchers(&app, &sub.id).await,
+        0,
+        "a snapshot grants nothing"
+    );
     // The checkout that follows finds the same user through the customer mapping.
     assert_eq!(ok(&app, &sub.checkout()).await, "processed");
     assert_eq!(

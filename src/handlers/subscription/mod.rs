@@ -1,9 +1,12 @@
-//! customer.subscription.*: the subscription row. Vouchers per paid period follow by SQL
-//! trigger (`record_subscription_period`).
+//! customer.subscription.*: the subscription row the frontend reads (status, price, period,
+//! cancel fields, tiers). A snapshot never grants access: Stripe moves a subscription to its next
+//! period before it charges for it; paid invoices and trials grant (in SQL, from the invoice and
+//! from this row's trial dates).
 //!
-//! Ordering: an older snapshot never overwrites a newer one; deletion wins; a stale snapshot
-//! that shows a paid period still records that period, so the time a user paid for does not
-//! depend on delivery order.
+//! Ordering: an older snapshot never overwrites a newer one; deletion wins. The owner is the
+//! customer's user, else the stored subscription's (the customer may be deleted), else a buyer
+//! provisioned now (a trial or a paid subscription of a customer the directory or Stripe knows).
+//! A subscription never paid, of a customer nobody knows, is recorded and ignored.
 
 mod object;
 
@@ -15,9 +18,8 @@ use uuid::Uuid;
 use self::object::{
     status_rank, tie_break, ts, PreviousAttributes, PriceRef, Snapshot, Subscription,
 };
-use super::provision::{self, Buyer, PreparedBuyer};
-use super::{billing, ordering, Applied, Handler, HandlerError, PrepareContext};
-use crate::email::Email;
+use super::provision::{self, PreparedBuyer};
+use super::{ordering, Applied, Handler, HandlerError, PrepareContext};
 use crate::envelope::EventEnvelope;
 
 pub struct Subscriptions;
@@ -37,31 +39,24 @@ impl Handler for Subscriptions {
     ];
     const CALLS_OUT: bool = true;
 
-    /// A subscription whose customer is not mapped yet can, with STRIPE_SECRET_KEY, be
-    /// provisioned from the Stripe customer directly; otherwise it waits (fails, is retried)
-    /// for its checkout.
+    /// A trial or a paid subscription of a customer not mapped yet: its buyer, from the
+    /// directory of Stripe customers or (with STRIPE_SECRET_KEY) Stripe.
     async fn prepare(
         &self,
         s: &Subscription,
         _: &EventEnvelope,
         cx: &PrepareContext<'_>,
     ) -> Result<Option<PreparedBuyer>, HandlerError> {
-        let (Some(customer), Some(api)) = (&s.customer, cx.stripe) else {
+        let (Some(customer), Some(status)) = (&s.customer, s.status.as_deref()) else {
             return Ok(None);
         };
-        if provision::customer_is_mapped(cx, Some(customer)).await? {
+        if !matches!(
+            status,
+            "trialing" | "active" | "past_due" | "unpaid" | "paused"
+        ) {
             return Ok(None);
         }
-        let contact = api.customer(customer).await?;
-        let Some(email) = contact.email.as_deref().and_then(Email::parse) else {
-            return Ok(None);
-        };
-        let buyer = Buyer {
-            email,
-            name: contact.name,
-            stripe_customer: Some(customer.clone()),
-        };
-        provision::prepare_buyer(cx, buyer).await
+        provision::prepare_unmapped(cx, customer, None, None).await
     }
 
     async fn apply(
@@ -74,11 +69,16 @@ impl Handler for Subscriptions {
         let deleted = event.event_type == "customer.subscription.deleted";
         let status = status_of(&s, deleted)?;
         let snap = s.snapshot();
-        let user_id = owner(tx, &s, &snap, prepared.as_ref()).await?;
+        let Some(user_id) = owner(tx, &s, &snap, &status, prepared.as_ref()).await? else {
+            return Ok(Applied::ignored(format!(
+                "subscription {} is {status} and its customer {} is known to nobody: nothing was paid",
+                s.id,
+                s.customer.as_deref().unwrap_or("(none)")
+            )));
+        };
         let price_id = snap.price.as_ref().map(|p| p.id.as_str());
         let order_key = tie_break(&status, snap.period_end);
         if !ordering::claim(tx, "subscription", &s.id, event, order_key, deleted).await? {
-            record_stale_period(tx, &s, event, order_key, user_id, &status, &snap).await?;
             return Ok(Applied {
                 note: Some(ordering::stale_note(&s.id)),
                 ..Applied::for_user(Some(user_id))
@@ -96,9 +96,6 @@ impl Handler for Subscriptions {
         if let (Some(prepared), Some(customer)) = (&prepared, &s.customer) {
             provision::link_customer(tx, user_id, customer, Some(&prepared.buyer.email)).await?;
             applied.linked_customer = Some(customer.clone());
-        }
-        if deleted {
-            record_cancellation(tx, event, &s, user_id, price_id).await?;
         }
         Ok(applied)
     }
@@ -120,14 +117,15 @@ fn status_of(s: &Subscription, deleted: bool) -> Result<String, HandlerError> {
     Ok(status)
 }
 
-/// The user the subscription belongs to (provisioned from `prepared` when the customer is not
-/// mapped yet), with the catalog rows its price needs written on the way.
+/// The subscription's owner, with the catalog rows its price needs written on the way. `None`:
+/// never paid, and its customer is known to nobody (nothing to wait for).
 async fn owner(
     tx: &Transaction<'_>,
     s: &Subscription,
     snap: &Snapshot,
+    status: &str,
     prepared: Option<&PreparedBuyer>,
-) -> Result<Uuid, HandlerError> {
+) -> Result<Option<Uuid>, HandlerError> {
     // The customer look-up and the catalog rows are independent: one pipelined round trip. If
     // the customer turns out unknown, the error rolls the catalog rows back with the rest.
     let (resolved, ensured) = futures_util::join!(
@@ -140,20 +138,32 @@ async fn owner(
         },
     );
     ensured?;
-    match (resolved?, prepared) {
-        (Some(user), _) => Ok(user),
-        (None, Some(buyer)) => provision::provision(tx, buyer).await,
-        (None, None) => Err(HandlerError::NotYet(format!(
-            "customer {} of subscription {} is not mapped to a user yet (its checkout has not arrived)",
-            s.customer.as_deref().unwrap_or("(none)"),
-            s.id
-        ))),
+    if let Some(user) = resolved? {
+        return Ok(Some(user));
     }
+    let stmt = tx.prepare_cached(STORED_OWNER).await?;
+    if let Some(row) = tx.query_opt(&stmt, &[&s.id]).await? {
+        return Ok(Some(row.get(0)));
+    }
+    if let Some(buyer) = prepared {
+        return provision::provision(tx, buyer).await.map(Some);
+    }
+    if matches!(status, "incomplete" | "incomplete_expired" | "canceled") {
+        return Ok(None);
+    }
+    Err(HandlerError::NotYet(format!(
+        "customer {} of subscription {} is not mapped to a user yet (waiting for its payment or its customer's email)",
+        s.customer.as_deref().unwrap_or("(none)"),
+        s.id
+    )))
 }
 
-/// Timestamps are always written, NULL included: the baseline's now() defaults would make a
-/// fresh subscription look ended and canceled. The period never moves backwards (an invoice
-/// may already have recorded the next one). Parameters: `SubscriptionRow`.
+/// The owner a stored subscription already has.
+const STORED_OWNER: &str = "select user_id from public.subscriptions where id = $1";
+
+/// Timestamps are always written, NULL included: the production table's now() defaults would
+/// make a fresh subscription look ended and canceled. The period never moves backwards.
+/// Parameters: `SubscriptionRow`.
 const UPSERT: &str = "
 insert into public.subscriptions
   (id, stripe_subscription_id, user_id, status, metadata, price_id, quantity, cancel_at_period_end,
@@ -244,58 +254,6 @@ impl<'a> SubscriptionRow<'a> {
     }
 }
 
-const RECORD_PERIOD: &str = "select public.record_subscription_period($1, $2, $3, $4, $5, $6)";
-
-/// A stale snapshot may still show a period that was paid: that period's voucher must exist.
-async fn record_stale_period(
-    tx: &Transaction<'_>,
-    s: &Subscription,
-    event: &EventEnvelope,
-    order_key: i64,
-    user_id: Uuid,
-    status: &str,
-    snap: &Snapshot,
-) -> Result<(), tokio_postgres::Error> {
-    if !stale_period_counts(tx, &s.id, event, order_key).await? {
-        return Ok(());
-    }
-    let price_id = snap.price.as_ref().map(|p| p.id.as_str());
-    let stmt = tx.prepare_cached(RECORD_PERIOD).await?;
-    tx.execute(
-        &stmt,
-        &[
-            &s.id,
-            &user_id,
-            &price_id,
-            &status,
-            &snap.period_start,
-            &snap.period_end,
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
-/// A cancellation is billing history.
-async fn record_cancellation(
-    tx: &Transaction<'_>,
-    event: &EventEnvelope,
-    s: &Subscription,
-    user_id: Uuid,
-    price_id: Option<&str>,
-) -> Result<(), tokio_postgres::Error> {
-    let meta =
-        serde_json::json!({ "subscription": s.id, "customer": s.customer, "price": price_id });
-    let entry = billing::Entry {
-        user_id: Some(user_id),
-        amount_minor: None,
-        currency: None,
-        external_id: &event.id,
-        metadata: meta,
-    };
-    billing::record(tx, event, entry).await
-}
-
 const ENSURE_PRICE: [&str; 2] = [
     "insert into public.products (id, active) values ($1, false) on conflict (id) do nothing",
     "insert into public.prices (id, product_id, active, unit_amount, currency, type, interval, interval_count)
@@ -307,31 +265,9 @@ const TIER: &str = "
 select coalesce(pr.lookup_key, p.name, pr.id) from public.prices pr
 left join public.products p on p.id = pr.product_id where pr.id = $1";
 
-/// Whether a stale snapshot's paid period may be recorded: it must be older than the state
-/// applied (a snapshot newer than a deletion shows nothing that was paid) and the row the
-/// voucher references must exist (it does unless an operator deleted it).
-const STALE_PERIOD_COUNTS: &str = "
-select (v.event_created_at, v.tie_break) > ($2, $3)
-       and exists (select 1 from public.subscriptions s where s.id = $1)
-from public.stripe_object_versions v where v.object_id = $1";
-
-async fn stale_period_counts(
-    tx: &Transaction<'_>,
-    id: &str,
-    event: &EventEnvelope,
-    tie_break: i64,
-) -> Result<bool, tokio_postgres::Error> {
-    let stmt = tx.prepare_cached(STALE_PERIOD_COUNTS).await?;
-    let created = event.created.unwrap_or(chrono::DateTime::UNIX_EPOCH);
-    Ok(tx
-        .query_opt(&stmt, &[&id, &created, &tie_break])
-        .await?
-        .is_some_and(|r| r.get(0)))
-}
-
 /// The subscription's price may never have had its own price.created event here (created
 /// before the worker, or in the dashboard): the embedded snapshot fills the catalog row, which
-/// the voucher duration needs. Existing rows are left to the catalog events.
+/// the entitlement rules read (a period voucher's months). Existing rows are left to the catalog events.
 async fn ensure_price(tx: &Transaction<'_>, price: &PriceRef) -> Result<(), tokio_postgres::Error> {
     let interval = price
         .interval
