@@ -51,12 +51,14 @@ fn status_rank(status: &str) -> i64 {
     }
 }
 
-/// `$10` says whether this snapshot is the latest: only then does the status follow.
+/// `$10` says whether this snapshot is the latest: only then does the status follow. `$13` is
+/// when this event reports the dispute: the earliest report of each movement is its time.
 const UPSERT: &str = "
 insert into public.disputes
   (stripe_dispute_id, stripe_charge_id, stripe_payment_intent_id, amount, currency, status, reason,
-   funds_withdrawn, funds_reinstated, opened_at, livemode)
-values ($1, $2, $3, $4, lower($5), $6, $7, $8, $9, $11, $12)
+   funds_withdrawn, funds_reinstated, opened_at, livemode, funds_withdrawn_at, funds_reinstated_at)
+values ($1, $2, $3, $4, lower($5), $6, $7, $8, $9, $11, $12,
+        case when $8 then $13::timestamptz end, case when $9 then $13::timestamptz end)
 on conflict (stripe_dispute_id) do update
 set stripe_charge_id = coalesce(disputes.stripe_charge_id, excluded.stripe_charge_id),
     stripe_payment_intent_id = coalesce(disputes.stripe_payment_intent_id, excluded.stripe_payment_intent_id),
@@ -65,6 +67,8 @@ set stripe_charge_id = coalesce(disputes.stripe_charge_id, excluded.stripe_charg
     reason = case when $10 then excluded.reason else disputes.reason end,
     funds_withdrawn = disputes.funds_withdrawn or excluded.funds_withdrawn,
     funds_reinstated = disputes.funds_reinstated or excluded.funds_reinstated,
+    funds_withdrawn_at = least(disputes.funds_withdrawn_at, excluded.funds_withdrawn_at),
+    funds_reinstated_at = least(disputes.funds_reinstated_at, excluded.funds_reinstated_at),
     updated_at = now()";
 
 impl Handler for Disputes {
@@ -117,6 +121,7 @@ impl Handler for Disputes {
                 &latest,
                 &opened_at,
                 &event.livemode,
+                &event.created,
             ],
         )
         .await?;

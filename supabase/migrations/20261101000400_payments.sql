@@ -151,6 +151,8 @@ create table if not exists public.disputes (
   funds_withdrawn boolean not null default false,
   funds_reinstated boolean not null default false,
   opened_at timestamptz not null,  -- Stripe's created
+  funds_withdrawn_at timestamptz,  -- the earliest report of each movement
+  funds_reinstated_at timestamptz,
   user_id uuid references auth.users (id) on delete set null,
   livemode boolean,
   updated_at timestamptz not null default now()

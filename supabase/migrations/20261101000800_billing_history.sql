@@ -207,13 +207,16 @@ begin
                                'payment_intent', d.stripe_payment_intent_id, 'reason', d.reason);
   if v_withdrawn then
     perform public.put_billing_row(d.stripe_dispute_id || ':withdrawn', 'stripe.charge.dispute.funds_withdrawn',
-                                   d.user_id, -d.amount, d.currency, d.opened_at, d.status, v_meta);
+                                   d.user_id, -d.amount, d.currency,
+                                   coalesce(d.funds_withdrawn_at, d.opened_at), d.status, v_meta);
   else
     delete from public.events where source = 'stripe' and external_id = d.stripe_dispute_id || ':withdrawn';
   end if;
   if v_withdrawn and (d.funds_reinstated or d.status = 'won') then
     perform public.put_billing_row(d.stripe_dispute_id || ':reinstated', 'stripe.charge.dispute.funds_reinstated',
-                                   d.user_id, d.amount, d.currency, d.opened_at, d.status, v_meta);
+                                   d.user_id, d.amount, d.currency,
+                                   greatest(coalesce(d.funds_reinstated_at, d.opened_at),
+                                            coalesce(d.funds_withdrawn_at, d.opened_at)), d.status, v_meta);
   else
     delete from public.events where source = 'stripe' and external_id = d.stripe_dispute_id || ':reinstated';
   end if;

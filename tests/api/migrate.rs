@@ -111,6 +111,8 @@ async fn migrating_the_production_schema_keeps_every_row_and_logs_resolved_dupli
         .await
         .expect("production fixture");
     let before = counts(&client).await;
+    let expiries_before = expiries(&client).await;
+    let vouchers_before = vouchers(&client).await;
     let dup_charges: i64 = client
         .query_one(
             "select count(*) - count(distinct stripe_charge_id) from public.charges",
@@ -181,6 +183,97 @@ async fn migrating_the_production_schema_keeps_every_row_and_logs_resolved_dupli
         .unwrap()
         .get(0);
     assert!(paused);
+
+    // Nobody loses a day: every expiry and voucher is as it was, and each account with an
+    // expiry starts the ledger with it as its starting balance.
+    assert_eq!(expiries(&client).await, expiries_before);
+    assert_eq!(vouchers(&client).await, vouchers_before);
+    let balances: Vec<(String, String)> = client
+        .query(
+            "select a.account_number, public.format_expiry(g.period_end) from public.access_grants g
+               join public.accounts a on a.id = g.account_id where g.kind = 'baseline' order by 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        balances,
+        vec![
+            ("1111222233334444".to_owned(), "2025-01-01T00:00:00Z".to_owned()),
+            ("3333444455556666".to_owned(), "2031-03-01T00:00:00Z".to_owned()),
+        ]
+    );
+
+    // Idempotent: every migration's SQL run once more changes nothing.
+    let ledger = "select count(*)::text || coalesce(string_agg(source || period_end::text, ',' order by source), '') from public.access_grants";
+    let ledger_before: String = client.query_one(ledger, &[]).await.unwrap().get(0);
+    for m in migrate::migrations() {
+        client
+            .batch_execute(m.sql)
+            .await
+            .unwrap_or_else(|e| panic!("{} again: {e}", m.file));
+    }
+    assert_eq!(counts(&client).await, after);
+    assert_eq!(expiries(&client).await, expiries_before);
+    assert_eq!(vouchers(&client).await, vouchers_before);
+    let ledger_after: String = client.query_one(ledger, &[]).await.unwrap().get(0);
+    assert_eq!(ledger_after, ledger_before);
+
+    // A purchase after the migration adds its month after the balance (2031-03-01), and a
+    // payment recorded before the migration never grants again.
+    client
+        .batch_execute(
+            "insert into public.prices (id, active, currency, type) values ('price_after', true, 'usd', 'one_time');
+             insert into public.payment_intents (stripe_payment_intent_id, status, amount, currency, customer_id,
+                                                 price_id, checkout_session_id, paid_at)
+             values ('pi_after', 'succeeded', 900, 'usd', 'c3333333-3333-4333-8333-333333333333',
+                     'price_after', 'cs_after', now());
+             update public.payment_intents set price_id = 'price_after', checkout_session_id = 'cs_old'
+              where stripe_payment_intent_id = 'pi_carol_1';",
+        )
+        .await
+        .unwrap();
+    let carol: String = client
+        .query_one(
+            "select expiry from public.accounts where account_number = '3333444455556666'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(carol, "2031-04-01T00:00:00Z");
+}
+
+/// account number -> expiry text, as stored.
+async fn expiries(client: &tokio_postgres::Client) -> Vec<(Option<String>, Option<String>)> {
+    client
+        .query(
+            "select account_number, expiry from public.accounts order by account_number",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// Every voucher as it reads to its owner.
+async fn vouchers(client: &tokio_postgres::Client) -> Vec<String> {
+    client
+        .query(
+            "select concat_ws('|', code, duration_months, is_used, associated_account, status, used_at)
+               from public.vouchers order by code",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 #[tokio::test]
