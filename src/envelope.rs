@@ -126,30 +126,66 @@ impl EventEnvelope {
     }
 }
 
-/// PostgreSQL's jsonb refuses the escape `\u0000`, which is valid JSON: such an event could
-/// never be stored and Stripe would redeliver it for days. After the signature is checked, the
-/// escape is replaced with U+FFFD (the replacement character), the only change ever made to a
-/// stored event.
+/// PostgreSQL's jsonb refuses two escapes that are valid JSON: `\u0000` and a UTF-16
+/// surrogate without its pair (`\ud800` alone, a lone `\udc00`). Such an event could never be
+/// stored and Stripe would redeliver it for days. After the signature is checked, each of those
+/// escapes is replaced with `\ufffd` (the replacement character), the only change ever made to
+/// a stored event; the exact body is then kept beside it (`event_raw_body`). Borrowed when
+/// nothing needed replacing.
 pub fn storable(raw: &str) -> std::borrow::Cow<'_, str> {
-    const NUL: &str = "\\u0000";
-    if !raw.contains(NUL) {
-        return std::borrow::Cow::Borrowed(raw);
+    let bytes = raw.as_bytes();
+    let mut out: Option<String> = None;
+    let mut copied = 0; // bytes of `raw` already in `out`
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        // In JSON a backslash only starts an escape; the character after it is never one.
+        let Some(unit) = utf16_escape(bytes, i) else {
+            i += 2;
+            continue;
+        };
+        let paired = match unit {
+            0xD800..=0xDBFF => {
+                let next = utf16_escape(bytes, i + 6);
+                if next.is_some_and(|n| (0xDC00..=0xDFFF).contains(&n)) {
+                    i += 12;
+                    continue;
+                }
+                false
+            }
+            0xDC00..=0xDFFF | 0 => false,
+            _ => true,
+        };
+        if !paired {
+            let out = out.get_or_insert_with(|| String::with_capacity(raw.len()));
+            out.push_str(&raw[copied..i]);
+            out.push_str("\\ufffd");
+            copied = i + 6;
+        }
+        i += 6;
     }
-    let mut out = String::with_capacity(raw.len());
-    let mut rest = raw;
-    while let Some(at) = rest.find(NUL) {
-        // An escape only when the backslash run before `u0000` is odd (`\\u0000` is text).
-        let run = rest[..=at]
-            .bytes()
-            .rev()
-            .take_while(|b| *b == b'\\')
-            .count();
-        out.push_str(&rest[..at]);
-        out.push_str(if run % 2 == 1 { "\\ufffd" } else { NUL });
-        rest = &rest[at + NUL.len()..];
+    match out {
+        None => std::borrow::Cow::Borrowed(raw),
+        Some(mut out) => {
+            out.push_str(&raw[copied..]);
+            std::borrow::Cow::Owned(out)
+        }
     }
-    out.push_str(rest);
-    std::borrow::Cow::Owned(out)
+}
+
+/// The code unit of a `\uXXXX` escape starting at `at`, if there is one.
+fn utf16_escape(bytes: &[u8], at: usize) -> Option<u16> {
+    let escape = bytes.get(at..at + 6)?;
+    if escape[0] != b'\\' || escape[1] != b'u' {
+        return None;
+    }
+    if !escape[2..].iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u16::from_str_radix(std::str::from_utf8(&escape[2..]).ok()?, 16).ok()
 }
 
 #[cfg(test)]
@@ -167,6 +203,30 @@ mod tests {
         assert_eq!(storable(r#"{"a":"\\\u0000"}"#), r#"{"a":"\\\ufffd"}"#);
         assert!(matches!(
             storable(r#"{"a":"plain"}"#),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn unpaired_surrogate_escapes_become_replacement_characters_and_pairs_stay() {
+        assert_eq!(storable(r#"{"a":"\ud800"}"#), r#"{"a":"\ufffd"}"#);
+        assert_eq!(storable(r#"{"a":"\uDC00x"}"#), r#"{"a":"\ufffdx"}"#);
+        assert_eq!(
+            storable(r#"{"a":"\ud800\u0041\ud83d\ude00"}"#),
+            r#"{"a":"\ufffd\u0041\ud83d\ude00"}"#
+        );
+        assert_eq!(
+            storable(r#"{"a":"\ud800\ud800"}"#),
+            r#"{"a":"\ufffd\ufffd"}"#
+        );
+        assert_eq!(storable(r#"{"a":"\\ud800"}"#), r#"{"a":"\\ud800"}"#);
+        assert_eq!(storable(r#"{"a":"\ud8"}"#), r#"{"a":"\ud8"}"#);
+        assert_eq!(
+            storable("{\"a\":\"\\ud800\u{e9}\"}"),
+            "{\"a\":\"\\ufffd\u{e9}\"}"
+        );
+        assert!(matches!(
+            storable(r#"{"a":"\ud83d\ude00 \u00e9"}"#),
             std::borrow::Cow::Borrowed(_)
         ));
     }

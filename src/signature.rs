@@ -2,9 +2,20 @@
 //!
 //! `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>…][,v0=<hex>]`. The MAC is HMAC-SHA256 keyed
 //! with the whole endpoint secret (`whsec_…` included) over `"<t>." + raw body`, lowercase hex.
-//! As the official SDKs do: every `v1` is tried, `v0` and unknown schemes are ignored, the
-//! comparison is constant-time, and only `now - t > tolerance` is rejected (future timestamps
-//! pass).
+//!
+//! The header is read exactly as the official SDK reads it (stripe-python's
+//! `WebhookSignature._get_timestamp_and_signatures`,
+//! https://github.com/stripe/stripe-python/blob/master/stripe/_webhook.py), never more leniently:
+//! items split on `,`, key and value on `=`, nothing trimmed; the key must be exactly `t` or
+//! `v1`; the first `t` is the timestamp; a bare `t` or `v1` item (no `=`) makes the header
+//! malformed; every `v1` is tried and compared with the lowercase hex MAC in constant time, so
+//! uppercase or padded values never match; `v0` and other schemes are ignored. Where Python's
+//! `int()` is looser than Stripe's scheme (whitespace, `_`, Unicode digits, values beyond
+//! 64 bits) and where the SDK cuts a value at a second `=`, we refuse: those are quirks of the
+//! language and of `split("=", 2)`, not forms Stripe sends.
+//!
+//! Age: a timestamp more than the tolerance in the past is rejected (the SDK's
+//! `timestamp < time.time() - tolerance`); timestamps in the future pass, as in the SDKs.
 
 use std::fmt;
 use std::str::FromStr;
@@ -89,25 +100,23 @@ impl FromStr for StripeSignatureHeader {
         let mut timestamp = None;
         let mut v1 = Vec::new();
         for item in header.split(',') {
-            let Some((key, value)) = item.trim().split_once('=') else {
-                continue; // the SDKs skip items that are not key=value
+            let Some((key, value)) = item.split_once('=') else {
+                // The SDK indexes the value of every `t` and `v1` item: a bare one is an error
+                // there, so it is one here; other bare items are skipped by both.
+                return match item {
+                    "t" => Err(SignatureError::Malformed("t without a value")),
+                    "v1" => Err(SignatureError::Malformed("v1 without a value")),
+                    _ => continue,
+                };
             };
-            match key.trim() {
-                "t" if timestamp.is_none() => {
-                    timestamp = Some(
-                        value
-                            .trim()
-                            .parse::<i64>()
-                            .map_err(|_| SignatureError::Malformed("t is not a unix timestamp"))?,
-                    );
-                }
+            match key {
+                "t" if timestamp.is_none() => timestamp = Some(parse_timestamp(value)?),
                 "v1" => {
-                    let mut mac = [0u8; 32];
-                    if hex::decode_to_slice(value.trim(), &mut mac).is_ok() {
+                    if let Some(mac) = parse_lowercase_mac(value) {
                         v1.push(mac);
                     }
                 }
-                _ => {} // v0 and schemes we do not know
+                _ => {} // a later `t`, v0 and schemes we do not know
             }
         }
         let timestamp = timestamp.ok_or(SignatureError::Malformed("no t= timestamp"))?;
@@ -116,6 +125,40 @@ impl FromStr for StripeSignatureHeader {
         }
         Ok(Self { timestamp, v1 })
     }
+}
+
+/// A decimal integer with an optional sign, as Rust and Go parse one (a subset of what
+/// Python's `int()` takes: no whitespace, no `_`, ASCII digits only, 64 bits).
+fn parse_timestamp(value: &str) -> Result<i64, SignatureError> {
+    let digits = value.strip_prefix(['+', '-']).unwrap_or(value);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(SignatureError::Malformed("t is not a unix timestamp"));
+    }
+    value
+        .parse::<i64>()
+        .map_err(|_| SignatureError::Malformed("t is not a unix timestamp"))
+}
+
+/// 64 lowercase hex digits, the only form the SDK's comparison with `hexdigest()` can match;
+/// anything else can never match and is dropped.
+fn parse_lowercase_mac(value: &str) -> Option<[u8; 32]> {
+    if value.len() != 64
+        || !value
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return None;
+    }
+    let mut mac = [0u8; 32];
+    hex::decode_to_slice(value, &mut mac).ok()?;
+    Some(mac)
+}
+
+/// The current unix time rounded up to the next whole second: comparing whole seconds with
+/// it is never more lenient than the SDK's comparison with the fractional `time.time()`.
+pub fn unix_now_rounded_up() -> i64 {
+    let now = chrono::Utc::now();
+    now.timestamp() + i64::from(now.timestamp_subsec_nanos() > 0)
 }
 
 /// The signing secrets this endpoint accepts (several during a rotation).
@@ -135,6 +178,8 @@ impl fmt::Debug for Verifier {
 }
 
 impl Verifier {
+    /// `tolerance` is the maximum age of a timestamp taken literally: zero rejects every
+    /// timestamp in the past. (The configuration refuses zero: the SDKs read it as "no check".)
     pub fn new(secrets: Vec<WebhookSecret>, tolerance: std::time::Duration) -> Self {
         Self {
             secrets,
@@ -298,6 +343,46 @@ mod tests {
         );
         // The SDKs accept timestamps in the future (clock skew on our side).
         assert_eq!(v.verify(Some(&at(NOW + 3600)), BODY, NOW), Ok(()));
+    }
+
+    #[test]
+    fn only_the_sdks_exact_form_is_read() {
+        let v = verifier(&["whsec_test"]);
+        let good = secret("whsec_test").sign(NOW, BODY);
+        let mac = good.split_once(",v1=").unwrap().1.to_owned();
+        let rejected = [
+            format!("t={NOW}, v1={mac}"),
+            format!("t={NOW},v1 ={mac}"),
+            format!("t={NOW},v1= {mac}"),
+            format!("t={NOW},v1={mac} "),
+            format!(" t={NOW},v1={mac}"),
+            format!("t ={NOW},v1={mac}"),
+            format!("t={NOW},v1={}", mac.to_uppercase()),
+            format!("t={NOW},v1={mac},v1"),
+            format!("t,t={NOW},v1={mac}"),
+            format!("t={NOW},v1={mac}=x"),
+            format!("t= {NOW},v1={mac}"),
+            format!("t=1_{},v1={mac}", &NOW.to_string()[1..]),
+        ];
+        for header in rejected {
+            assert!(v.verify(Some(&header), BODY, NOW).is_err(), "{header}");
+        }
+        let accepted = [
+            format!("t=+{NOW},v1={mac}"),
+            format!("t=0{NOW},v1={mac}"),
+            format!("v0=x,,t={NOW},,v1={mac},t=later,v1=junk,novalue"),
+        ];
+        for header in accepted {
+            assert_eq!(v.verify(Some(&header), BODY, NOW), Ok(()), "{header}");
+        }
+    }
+
+    #[test]
+    fn a_zero_tolerance_is_literal() {
+        let v = Verifier::new(vec![secret("whsec_test")], Duration::ZERO);
+        let at = |t: i64| secret("whsec_test").sign(t, BODY);
+        assert_eq!(v.verify(Some(&at(NOW)), BODY, NOW), Ok(()));
+        assert!(v.verify(Some(&at(NOW - 1)), BODY, NOW).is_err());
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! Builds the application: the pool, the pipeline, the HTTP server and the retrier.
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::{web, App, HttpServer};
 use std::net::TcpListener;
 use tokio::sync::watch;
 
@@ -13,13 +12,15 @@ use crate::signature::Verifier;
 
 pub struct Application {
     port: u16,
+    metrics_port: Option<u16>,
     server: Server,
+    ops_server: Option<Server>,
     pipeline: Pipeline,
 }
 
 impl Application {
-    /// Binds the listener (port 0 picks a free one) and prepares everything; nothing runs until
-    /// `run_until_stopped`. Succeeds while the database is down.
+    /// Binds the listeners (port 0 picks a free one) and prepares everything; nothing runs
+    /// until `run_until_stopped`. Succeeds while the database is down.
     pub fn build(settings: &Settings, handle_signals: bool) -> anyhow::Result<Self> {
         if settings.pipeline.livemode.is_none() {
             tracing::warn!(
@@ -27,7 +28,7 @@ impl Application {
             );
         }
         let pipeline = Pipeline::new(&settings.pipeline)?;
-        let state = web::Data::new(AppState {
+        let shared = http::Shared::new(AppState {
             pipeline: pipeline.clone(),
             verifier: Verifier::new(settings.webhook.secrets.clone(), settings.webhook.tolerance),
         });
@@ -35,19 +36,40 @@ impl Application {
             anyhow::anyhow!("cannot listen on {}:{}: {e}", settings.host, settings.port)
         })?;
         let port = listener.local_addr()?.port();
-        let mut server =
-            HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
-                .listen(listener)?
-                // In-flight requests get this long to finish after SIGTERM.
-                .shutdown_timeout(30);
-        if !handle_signals {
-            server = server.disable_signals();
-        }
+        let ops_listener = settings
+            .metrics_addr
+            .map(|addr| {
+                TcpListener::bind(addr)
+                    .map_err(|e| anyhow::anyhow!("cannot listen on METRICS_ADDR {addr}: {e}"))
+            })
+            .transpose()?;
+        let metrics_port = match &ops_listener {
+            Some(l) => Some(l.local_addr()?.port()),
+            None => None,
+        };
+        let server = http::public_server(
+            listener,
+            &shared,
+            &settings.http_limits,
+            settings.pipeline.database.pool_size,
+            ops_listener.is_none(),
+            handle_signals,
+        )?;
+        let ops_server = ops_listener
+            .map(|l| http::ops_server(l, &shared))
+            .transpose()?;
         Ok(Self {
             port,
-            server: server.run(),
+            metrics_port,
+            server,
+            ops_server,
             pipeline,
         })
+    }
+
+    /// The port of METRICS_ADDR's listener, when set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_port
     }
 
     pub fn port(&self) -> u16 {
@@ -63,8 +85,20 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let retrier = tokio::spawn(retrier::run(self.pipeline.clone(), stop_rx));
-        tracing::info!(port = self.port, "stripe-worker listening");
+        tracing::info!(
+            port = self.port,
+            metrics_port = self.metrics_port,
+            "stripe-worker listening"
+        );
+        let ops = self.ops_server.map(|server| {
+            let handle = server.handle();
+            (handle, tokio::spawn(server))
+        });
         let served = self.server.await;
+        if let Some((handle, task)) = ops {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         let _ = stop_tx.send(true);
         let _ = retrier.await;
         tracing::info!("stopped");

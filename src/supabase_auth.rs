@@ -1,6 +1,7 @@
 //! Supabase Auth's admin API (GoTrue), used to create auth users when SUPABASE_URL and
 //! SUPABASE_SERVICE_ROLE_KEY are set: then Auth sends its own hooks and keeps its own invariants.
-//! `POST /auth/v1/admin/users` with `email_confirm` and `user_metadata`; an address that is
+//! `POST /auth/v1/admin/users` with `email_confirm` (AUTH_CONFIRM_CHECKOUT_EMAIL) and
+//! `user_metadata`; an address that is
 //! already registered answers 422 (`email_exists`) and is resolved by looking the user up.
 
 use serde::Deserialize;
@@ -87,6 +88,7 @@ impl AuthAdmin {
         &self,
         email: &Email,
         full_name: Option<&str>,
+        email_confirm: bool,
     ) -> Result<Created, AuthAdminError> {
         let key = self.settings.service_role_key.expose();
         let mut metadata = serde_json::Map::new();
@@ -100,7 +102,7 @@ impl AuthAdmin {
             .bearer_auth(key)
             .json(&json!({
                 "email": email.normalized(),
-                "email_confirm": true,
+                "email_confirm": email_confirm,
                 "user_metadata": metadata,
             }))
             .send()

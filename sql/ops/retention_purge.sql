@@ -6,8 +6,9 @@
 -- COMMIT deliberately, and run the copy:
 --   psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -f sql/ops/retention_purge.sql
 --
--- Only rows the worker is done with go (processed, ignored, dead); failed/pending/processing
--- rows are never purged. Rows referenced elsewhere are not: the event log is standalone.
+-- Only rows whose effects are applied or were never needed go (processed, ignored).
+-- dead rows are never purged: they are the only record of events whose effects never
+-- happened (replay them or resolve them first); failed/pending/processing rows neither.
 \set ON_ERROR_STOP on
 
 begin;
@@ -19,12 +20,12 @@ select count(*)                as rows_to_delete,
        now() - interval '7 years' as cutoff
 from public.stripe_webhook_events
 where created_at < now() - interval '7 years'
-  and processing_status in ('processed', 'ignored', 'dead');
+  and processing_status in ('processed', 'ignored');
 
 with purged as (
   delete from public.stripe_webhook_events
   where created_at < now() - interval '7 years'
-    and processing_status in ('processed', 'ignored', 'dead')
+    and processing_status in ('processed', 'ignored')
   returning 1)
 select count(*) as deleted_in_this_transaction from purged;
 

@@ -135,12 +135,32 @@ impl WebhookSettings {
         if secrets.is_empty() {
             return Err(ConfigError::Missing("STRIPE_WEBHOOK_SECRET"));
         }
-        let tolerance: u64 = parsed(src, "STRIPE_WEBHOOK_TOLERANCE_SECS", 300u64)?;
         Ok(Self {
             secrets,
-            tolerance: Duration::from_secs(tolerance),
+            tolerance: tolerance(src)?,
         })
     }
+}
+
+/// STRIPE_WEBHOOK_TOLERANCE_SECS: a whole number of seconds, at least 1. Zero is refused: the
+/// official SDKs read it as "no age check" (replays accepted forever), taken literally it would
+/// reject every delivery; a negative value means nothing.
+fn tolerance(src: &dyn Source) -> Result<Duration, ConfigError> {
+    const NAME: &str = "STRIPE_WEBHOOK_TOLERANCE_SECS";
+    let refused = || {
+        ConfigError::Malformed {
+        name: NAME,
+        reason: "expected a whole number of seconds, at least 1 (0 is refused: the SDKs read it as no age check)".into(),
+    }
+    };
+    let secs: u64 = match src.get(NAME) {
+        None => 300,
+        Some(raw) => raw.trim().parse().map_err(|_| refused())?,
+    };
+    if secs == 0 {
+        return Err(refused());
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 /// The one mode this endpoint processes (events of the other are recorded and `ignored`):
@@ -289,6 +309,76 @@ impl RetrySettings {
     }
 }
 
+/// What one client may hold on the public listener (see `http::limits` for the body budget).
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Connections open at once; lowered at start-up to fit the open-files limit.
+    pub max_connections: usize,
+    /// Time for a request's head (request line and headers).
+    pub head_timeout: Duration,
+    /// Time for the whole body once the head is in.
+    pub body_timeout: Duration,
+    /// Idle time after which a kept-alive connection is closed.
+    pub keep_alive: Duration,
+}
+
+impl HttpLimits {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let max_connections: usize = parsed(src, "HTTP_MAX_CONNECTIONS", 1000)?;
+        if max_connections == 0 {
+            return Err(ConfigError::Malformed {
+                name: "HTTP_MAX_CONNECTIONS",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            max_connections,
+            head_timeout: positive_seconds(src, "HTTP_HEAD_TIMEOUT_SECS", 5.0)?,
+            body_timeout: positive_seconds(src, "HTTP_BODY_TIMEOUT_SECS", 10.0)?,
+            keep_alive: positive_seconds(src, "HTTP_KEEP_ALIVE_SECS", 5.0)?,
+        })
+    }
+}
+
+/// METRICS_ADDR: when set, `/metrics` and `/readyz` are served there and not on the public
+/// listener.
+fn metrics_addr(src: &dyn Source) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    src.get("METRICS_ADDR")
+        .map(|raw| {
+            raw.trim().parse().map_err(|_| ConfigError::Malformed {
+                name: "METRICS_ADDR",
+                reason: "expected host:port with an IP address, e.g. 127.0.0.1:9090".into(),
+            })
+        })
+        .transpose()
+}
+
+/// How buyers become auth users.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProvisioningSettings {
+    /// AUTH_CONFIRM_CHECKOUT_EMAIL: mark a user created from a Checkout email as confirmed
+    /// (`email_confirmed_at`). Default false: Stripe never verified that address.
+    pub confirm_checkout_email: bool,
+}
+
+impl ProvisioningSettings {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let confirm_checkout_email = match src.get("AUTH_CONFIRM_CHECKOUT_EMAIL") {
+            None => false,
+            Some(v) => v
+                .trim()
+                .parse::<bool>()
+                .map_err(|_| ConfigError::Malformed {
+                    name: "AUTH_CONFIRM_CHECKOUT_EMAIL",
+                    reason: "expected true or false".into(),
+                })?,
+        };
+        Ok(Self {
+            confirm_checkout_email,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Json,
@@ -316,6 +406,7 @@ pub struct PipelineSettings {
     pub retry: RetrySettings,
     pub stripe_api: Option<StripeApiSettings>,
     pub supabase_auth: Option<SupabaseAuthSettings>,
+    pub provisioning: ProvisioningSettings,
     /// When set, events of the other mode are recorded and `ignored` (see `livemode`).
     pub livemode: Option<bool>,
     /// Names this process in `locked_by` and in logs.
@@ -329,6 +420,7 @@ impl PipelineSettings {
             retry: RetrySettings::from_source(src)?,
             stripe_api: StripeApiSettings::from_source(src)?,
             supabase_auth: SupabaseAuthSettings::from_source(src)?,
+            provisioning: ProvisioningSettings::from_source(src)?,
             livemode: livemode(src)?,
             worker_id: src.get("WORKER_ID").unwrap_or_else(default_worker_id),
         })
@@ -349,6 +441,8 @@ pub struct Settings {
     pub webhook: WebhookSettings,
     pub host: String,
     pub port: u16,
+    pub http_limits: HttpLimits,
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Settings {
@@ -358,6 +452,8 @@ impl Settings {
             webhook: WebhookSettings::from_source(src)?,
             host: src.get("HOST").unwrap_or_else(|| "0.0.0.0".into()),
             port: parsed(src, "PORT", 8080u16)?,
+            http_limits: HttpLimits::from_source(src)?,
+            metrics_addr: metrics_addr(src)?,
         })
     }
 }
@@ -399,6 +495,33 @@ mod tests {
         assert!(s.pipeline.stripe_api.is_none());
         assert!(s.pipeline.supabase_auth.is_none());
         assert_eq!(s.pipeline.livemode, None);
+        assert_eq!(s.http_limits.max_connections, 1000);
+        assert_eq!(s.http_limits.head_timeout, Duration::from_secs(5));
+        assert_eq!(s.http_limits.body_timeout, Duration::from_secs(10));
+        assert_eq!(s.http_limits.keep_alive, Duration::from_secs(5));
+        assert_eq!(s.metrics_addr, None);
+        assert!(!s.pipeline.provisioning.confirm_checkout_email);
+    }
+
+    #[test]
+    fn metrics_addr_and_the_confirmation_setting_parse_or_are_named() {
+        let mut e = env(BASE);
+        e.insert("METRICS_ADDR".into(), "127.0.0.1:9090".into());
+        e.insert("AUTH_CONFIRM_CHECKOUT_EMAIL".into(), "true".into());
+        let s = Settings::from_source(&e).unwrap();
+        assert_eq!(s.metrics_addr, Some("127.0.0.1:9090".parse().unwrap()));
+        assert!(s.pipeline.provisioning.confirm_checkout_email);
+        for (name, bad) in [
+            ("METRICS_ADDR", "localhost"),
+            ("AUTH_CONFIRM_CHECKOUT_EMAIL", "yes"),
+            ("HTTP_MAX_CONNECTIONS", "0"),
+            ("HTTP_BODY_TIMEOUT_SECS", "0"),
+        ] {
+            let mut e = env(BASE);
+            e.insert(name.into(), bad.into());
+            let msg = Settings::from_source(&e).unwrap_err().to_string();
+            assert!(msg.starts_with(&format!("{name} is malformed")), "{msg}");
+        }
     }
 
     #[test]
@@ -514,6 +637,25 @@ mod tests {
             .unwrap()
             .for_role("replay");
         assert_eq!(s.worker_id, "replay:w1");
+    }
+
+    #[test]
+    fn the_signature_tolerance_is_at_least_one_second() {
+        for refused in ["0", "-300", "1.5", "soon"] {
+            let mut e = env(BASE);
+            e.insert("STRIPE_WEBHOOK_TOLERANCE_SECS".into(), refused.into());
+            let msg = Settings::from_source(&e).unwrap_err().to_string();
+            assert!(
+                msg.starts_with("STRIPE_WEBHOOK_TOLERANCE_SECS is malformed"),
+                "{refused}: {msg}"
+            );
+        }
+        let mut e = env(BASE);
+        e.insert("STRIPE_WEBHOOK_TOLERANCE_SECS".into(), "1".into());
+        assert_eq!(
+            Settings::from_source(&e).unwrap().webhook.tolerance,
+            Duration::from_secs(1)
+        );
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub trait Handler: Sync + 'static {
 pub struct Services {
     pub stripe: Option<StripeApi>,
     pub auth_admin: Option<AuthAdmin>,
+    /// AUTH_CONFIRM_CHECKOUT_EMAIL: auth users created for a buyer count as confirmed.
+    pub confirm_checkout_email: bool,
 }
 
 /// What `prepare` may use: the external APIs, and database look-ups that each take a pooled
@@ -72,6 +74,8 @@ pub struct Services {
 pub struct PrepareContext<'a> {
     pub stripe: Option<&'a StripeApi>,
     pub auth_admin: Option<&'a AuthAdmin>,
+    /// Whether an auth user created for a buyer counts as confirmed.
+    pub confirm_checkout_email: bool,
     pool: &'a Pool,
 }
 
@@ -80,6 +84,7 @@ impl<'a> PrepareContext<'a> {
         Self {
             stripe: services.stripe.as_ref(),
             auth_admin: services.auth_admin.as_ref(),
+            confirm_checkout_email: services.confirm_checkout_email,
             pool,
         }
     }

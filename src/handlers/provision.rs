@@ -27,6 +27,8 @@ pub struct Buyer {
 pub struct PreparedBuyer {
     pub buyer: Buyer,
     pub auth_user: Option<Uuid>,
+    /// Whether an auth user created for the buyer counts as confirmed.
+    pub confirm_email: bool,
 }
 
 /// A deleted Stripe customer keeps its mapping: its later events (the cancellation Stripe sends
@@ -135,7 +137,10 @@ pub async fn prepare_buyer(
         Some(admin) if !customer_is_mapped(cx, buyer.stripe_customer.as_deref()).await? => {
             match find_auth_user(cx, &buyer.email).await? {
                 Some(id) => Some(id),
-                None => match admin.create_user(&buyer.email, buyer.name.as_deref()).await? {
+                None => match admin
+                    .create_user(&buyer.email, buyer.name.as_deref(), cx.confirm_checkout_email)
+                    .await?
+                {
                     Created::New(id) => Some(id),
                     Created::AlreadyRegistered => Some(
                         find_auth_user(cx, &buyer.email).await?.ok_or_else(|| {
@@ -150,10 +155,15 @@ pub async fn prepare_buyer(
         }
         _ => None,
     };
-    Ok(Some(PreparedBuyer { buyer, auth_user }))
+    Ok(Some(PreparedBuyer {
+        buyer,
+        auth_user,
+        confirm_email: cx.confirm_checkout_email,
+    }))
 }
 
-const CREATE_AUTH_USER: &str = "select public.find_or_create_auth_user($1, $2)";
+/// `$3`: whether a new user's address counts as confirmed (AUTH_CONFIRM_CHECKOUT_EMAIL).
+const CREATE_AUTH_USER: &str = "select public.find_or_create_auth_user($1, $2, $3)";
 
 /// The profile mirrors the auth user's address; a name fills an empty full_name only (the user
 /// may have edited theirs).
@@ -179,9 +189,12 @@ pub async fn provision(
             Some(id) => id,
             None => {
                 let stmt = tx.prepare_cached(CREATE_AUTH_USER).await?;
-                tx.query_one(&stmt, &[&buyer.email.as_str(), &buyer.name])
-                    .await?
-                    .get(0)
+                tx.query_one(
+                    &stmt,
+                    &[&buyer.email.as_str(), &buyer.name, &prepared.confirm_email],
+                )
+                .await?
+                .get(0)
             }
         },
     };

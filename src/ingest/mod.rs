@@ -54,6 +54,26 @@ pub enum IngestError {
 }
 
 impl IngestError {
+    /// Whether the database is really out of reach (what the outage metric counts), rather
+    /// than answering with an error of its own (a conflict, a timeout, a schema problem).
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Self::Pool(_) => true,
+            Self::Database(e) => {
+                matches!(sqlstate_class(e), None | Some("08" | "53" | "57" | "58"))
+            }
+        }
+    }
+
+    /// Why PostgreSQL refuses the event's data itself (SQLSTATE class 22, e.g. a number beyond
+    /// `numeric`): such an event can never be stored as it is, so redelivering it is pointless.
+    pub fn unstorable_reason(&self) -> Option<String> {
+        match self {
+            Self::Database(e) if sqlstate_class(e) == Some("22") => Some(crate::db::describe(e)),
+            _ => None,
+        }
+    }
+
     /// The pipeline's error for a handler error that means the database is out of reach; any
     /// other handler error stays the event's.
     fn from_handler(e: HandlerError) -> Result<Self, HandlerError> {
@@ -63,6 +83,10 @@ impl IngestError {
             other => Err(other),
         }
     }
+}
+
+fn sqlstate_class(e: &tokio_postgres::Error) -> Option<&str> {
+    e.as_db_error().map(|db| &db.code().code()[..2])
 }
 
 /// What became of a row the retrier or `replay` claimed.
@@ -107,6 +131,7 @@ impl Pipeline {
                     .as_ref()
                     .map(AuthAdmin::new)
                     .transpose()?,
+                confirm_checkout_email: settings.provisioning.confirm_checkout_email,
             }),
             metrics: Arc::new(Metrics::default()),
         })
@@ -125,7 +150,8 @@ impl Pipeline {
         self.retry.poll_interval
     }
 
-    /// Stores and processes one delivery (the webhook endpoint and `backfill`).
+    /// Stores and processes one delivery (the webhook endpoint and `backfill`). `raw_body` is
+    /// the body exactly as signed; `envelope` was parsed from its `envelope::storable` form.
     pub async fn deliver(
         &self,
         envelope: &EventEnvelope,
@@ -144,10 +170,14 @@ impl Pipeline {
             let retake = client.prepare_cached(sql::RETAKE_WAITING).await?;
             let current = client.prepare_cached(sql::SET_CURRENT_EVENT).await?;
             let tx = client.transaction().await?;
+            // jsonb takes the storable form; the exact bytes are kept beside it when it differs.
+            let storable = crate::envelope::storable(raw_body);
             let new = NewEvent {
                 stripe_event_id: &envelope.id,
                 event_type: &envelope.event_type,
-                event_data: raw_body,
+                event_data: &storable,
+                event_raw_body: matches!(storable, std::borrow::Cow::Owned(_))
+                    .then(|| raw_body.as_bytes()),
                 livemode: envelope.livemode,
                 api_version: envelope.api_version.as_deref(),
                 event_created_at: envelope.created,

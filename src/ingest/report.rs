@@ -223,6 +223,22 @@ impl Pipeline {
         })
     }
 
+    /// `queue_gauges` on a connection that is free right now, or `None` (every connection is
+    /// busy with deliveries, or the database is out of reach): probes never queue for one.
+    pub async fn queue_gauges_if_idle(&self) -> Option<QueueGauges> {
+        let mut timeouts = self.pool.timeouts();
+        timeouts.wait = Some(std::time::Duration::ZERO);
+        let client = self.pool.timeout_get(&timeouts).await.ok()?;
+        let stmt = client.prepare_cached(QUEUE_GAUGES).await.ok()?;
+        let row = client.query_one(&stmt, &[]).await.ok()?;
+        Some(QueueGauges {
+            retry_due: row.get(0),
+            retry_scheduled: row.get(1),
+            oldest_pending_secs: row.get(2),
+            dead: row.get(3),
+        })
+    }
+
     /// The ones of `event_ids` that are stored (in any status).
     pub async fn stored_event_ids(
         &self,

@@ -16,16 +16,19 @@ pub const CURRENT_STATUS: &str =
 pub const INSERT_PROCESSING: &str = "
 insert into public.stripe_webhook_events
   (stripe_event_id, event_type, event_data, livemode, api_version, event_created_at,
-   request_id, processing_status, locked_by, locked_until)
-values ($1, $2, $3::text::jsonb, $4, $5, $6, $7, 'processing', $8, now() + make_interval(secs => $9))
+   request_id, processing_status, locked_by, locked_until, event_raw_body)
+values ($1, $2, $3::text::jsonb, $4, $5, $6, $7, 'processing', $8, now() + make_interval(secs => $9),
+        $10)
 on conflict (stripe_event_id) do nothing
 returning id";
 
-/// `INSERT_PROCESSING`'s parameters, in their order ($1 … $9).
+/// `INSERT_PROCESSING`'s parameters, in their order ($1 … $10).
 pub struct NewEvent<'a> {
     pub stripe_event_id: &'a str,
     pub event_type: &'a str,
     pub event_data: &'a str,
+    /// The exact signed body, only when `event_data` had to differ from it.
+    pub event_raw_body: Option<&'a [u8]>,
     pub livemode: bool,
     pub api_version: Option<&'a str>,
     pub event_created_at: Option<DateTime<Utc>>,
@@ -35,7 +38,7 @@ pub struct NewEvent<'a> {
 }
 
 impl NewEvent<'_> {
-    pub fn params(&self) -> [&(dyn ToSql + Sync); 9] {
+    pub fn params(&self) -> [&(dyn ToSql + Sync); 10] {
         [
             &self.stripe_event_id,
             &self.event_type,
@@ -46,6 +49,7 @@ impl NewEvent<'_> {
             &self.request_id,
             &self.locked_by,
             &self.lease_secs,
+            &self.event_raw_body,
         ]
     }
 }

@@ -119,6 +119,35 @@ comment on table public.stripe_webhook_events is
   'One row per Stripe event (stripe_event_id unique), written by stripe-worker. Retention: 7 years '
   '(legal requirement). Never purged automatically; only an operator query in sql/ops deletes old rows.';
 
+-- The exact signed body of an event whose event_data had to be changed to be storable as jsonb
+-- (a \u0000 escape or an unpaired UTF-16 surrogate escape, replaced with \ufffd). NULL for every
+-- other event: event_data is then the body, key order aside.
+alter table public.stripe_webhook_events add column if not exists event_raw_body bytea;
+comment on column public.stripe_webhook_events.event_raw_body is
+  'The body exactly as Stripe signed it, kept only when event_data differs from it (escapes jsonb cannot hold were replaced with U+FFFD); NULL otherwise.';
+
+-- "Due": the retrier takes the row on its next pass. A failed row past its next_attempt_at, a
+-- pending row, or a row in processing whose lease ran out (its worker crashed). The retrier's
+-- claim, /metrics (stripe_worker_retry_queue_due), `stripe-worker status` and
+-- sql/ops/retry_queue.sql all count with this. A plain SQL function: the planner inlines it, so
+-- the partial indexes on next_attempt_at and locked_until still serve the claim.
+create or replace function public.stripe_webhook_event_is_due(e public.stripe_webhook_events)
+returns boolean
+language sql
+stable
+as $$
+  select (e.processing_status = 'failed' and e.next_attempt_at <= pg_catalog.now())
+      or e.processing_status = 'pending'
+      or (e.processing_status = 'processing' and e.locked_until < pg_catalog.now())
+$$;
+
+comment on function public.stripe_webhook_event_is_due(public.stripe_webhook_events) is
+  'True when the retrier takes the event on its next pass: failed and past next_attempt_at, '
+  'pending, or processing with an expired lease.';
+revoke all on function public.stripe_webhook_event_is_due(public.stripe_webhook_events)
+  from public, anon, authenticated;
+grant execute on function public.stripe_webhook_event_is_due(public.stripe_webhook_events) to service_role;
+
 -- ---------------------------------------------------------------------------------------
 -- Per-object ordering: Stripe delivers events at least once and in no particular order, so
 -- every handler that writes a snapshot of a Stripe object first asks whether its event is newer

@@ -168,6 +168,8 @@ pub fn base_env(db_url: &str) -> HashMap<String, String> {
 
 pub struct TestApp {
     pub address: String,
+    /// The METRICS_ADDR listener, when the test set one.
+    pub metrics_address: Option<String>,
     pub db: TestDb,
     /// A direct connection for assertions and set-up.
     pub sql: Client,
@@ -194,10 +196,14 @@ pub async fn spawn_app_with(db: TestDb, overrides: &[(&str, &str)]) -> TestApp {
     let settings = Settings::from_source(&env).expect("test settings");
     let app = Application::build(&settings, false).expect("build the application");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let metrics_address = app
+        .metrics_port()
+        .map(|port| format!("http://127.0.0.1:{port}"));
     let handle = app.server_handle();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
+        metrics_address,
         sql: connect(&db.url).await,
         db,
         http: reqwest::Client::new(),

@@ -815,3 +815,94 @@ async fn the_ops_queries_run_and_change_nothing() {
         Some("processed")
     );
 }
+
+#[tokio::test]
+async fn the_retention_purge_committed_removes_only_old_processed_and_ignored_rows() {
+    // No worker runs here: a retrier would pick up the pending rows.
+    let db = crate::helpers::fresh_db().await;
+    let sql = crate::helpers::connect(&db.url).await;
+    let status_of = |id: String| {
+        let sql = &sql;
+        async move {
+            sql.query_opt(
+                "select processing_status from stripe_webhook_events where stripe_event_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .map(|r| r.get::<_, String>(0))
+        }
+    };
+    let statuses = [
+        "processed",
+        "ignored",
+        "dead",
+        "failed",
+        "pending",
+        "processing",
+    ];
+    let mut old = Vec::new();
+    for status in statuses {
+        let id = unique("evt");
+        sql.execute(
+            "insert into stripe_webhook_events (stripe_event_id, event_type, event_data,
+                   processing_status, created_at)
+                 values ($1, 'product.created', '{}', $2, now() - interval '8 years')",
+            &[&id, &status],
+        )
+        .await
+        .unwrap();
+        old.push((id, status));
+    }
+    let recent = unique("evt");
+    sql.execute(
+        "insert into stripe_webhook_events (stripe_event_id, event_type, event_data,
+               processing_status, created_at)
+             values ($1, 'product.created', '{}', 'processed', now() - interval '6 years')",
+        &[&recent],
+    )
+    .await
+    .unwrap();
+    // What an operator runs on purpose: the shipped file with its last line changed to COMMIT.
+    let shipped = std::fs::read_to_string(format!(
+        "{}/sql/ops/retention_purge.sql",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    assert!(shipped.trim_end().ends_with("rollback;"));
+    let committing = format!(
+        "{}commit;\n",
+        shipped.trim_end().strip_suffix("rollback;").unwrap()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("retention_purge_commit.sql");
+    std::fs::write(&copy, committing).unwrap();
+    let psql = match std::env::var("TEST_PG_BINDIR") {
+        Ok(dir) => format!("{dir}/psql"),
+        Err(_) => "psql".to_owned(),
+    };
+    let out = tokio::process::Command::new(psql)
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-d", &db.url, "-f"])
+        .arg(&copy)
+        .output()
+        .await
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (id, status) in &old {
+        let kept = status_of(id.clone()).await;
+        if matches!(*status, "processed" | "ignored") {
+            assert_eq!(kept, None, "an 8-year-old {status} row is purged");
+        } else {
+            assert_eq!(
+                kept.as_deref(),
+                Some(*status),
+                "an 8-year-old {status} row is kept"
+            );
+        }
+    }
+    assert_eq!(status_of(recent).await.as_deref(), Some("processed"));
+}

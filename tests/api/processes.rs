@@ -86,8 +86,27 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     pub async fn spawn(db_url: &str, extra: &[(&str, &str)]) -> Self {
+        Self::spawn_with_open_files(db_url, extra, None).await
+    }
+
+    /// `spawn`, with the soft and hard open-files limit (`ulimit -n`) set to `open_files`.
+    pub async fn spawn_with_open_files(
+        db_url: &str,
+        extra: &[(&str, &str)],
+        open_files: Option<u32>,
+    ) -> Self {
         let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stripe-worker"));
+        let bin = env!("CARGO_BIN_EXE_stripe-worker");
+        let mut cmd = match open_files {
+            None => Command::new(bin),
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(bin);
+                sh
+            }
+        };
         cmd.arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -117,6 +136,16 @@ impl WorkerProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// A `/proc/<pid>/status` memory line in KiB (`VmRSS`, `VmHWM`, …).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{field} in /proc/{}/status", self.pid()))
     }
 
     /// Sends `signal` (e.g. "KILL", "TERM") to this process, by PID.
