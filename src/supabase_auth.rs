@@ -1,8 +1,9 @@
 //! Supabase Auth's admin API (GoTrue), used to create auth users when SUPABASE_URL and
 //! SUPABASE_SERVICE_ROLE_KEY are set: then Auth sends its own hooks and keeps its own invariants.
 //! `POST /auth/v1/admin/users` with `email_confirm` (AUTH_CONFIRM_CHECKOUT_EMAIL) and
-//! `user_metadata`; an address that is
-//! already registered answers 422 (`email_exists`) and is resolved by looking the user up.
+//! `user_metadata`; an address that is already registered answers 422 (`email_exists`) and is
+//! resolved by looking the user up. `GET /auth/v1/settings` tells whether the project confirms
+//! sign-ups by itself (`mailer_autoconfirm`).
 
 use serde::Deserialize;
 use serde_json::json;
@@ -15,6 +16,8 @@ use crate::email::Email;
 pub struct AuthAdmin {
     http: reqwest::Client,
     settings: SupabaseAuthSettings,
+    /// `mailer_autoconfirm`, once the project answered.
+    autoconfirm: std::sync::Arc<tokio::sync::OnceCell<bool>>,
 }
 
 impl std::fmt::Debug for AuthAdmin {
@@ -81,7 +84,41 @@ impl AuthAdmin {
         Ok(Self {
             http,
             settings: settings.clone(),
+            autoconfirm: Default::default(),
         })
+    }
+
+    /// Whether the project confirms new sign-ups by itself ("Confirm email" off). Asked once;
+    /// an answer that does not come is an error (asked again next time).
+    pub async fn project_autoconfirms(&self) -> Result<bool, AuthAdminError> {
+        #[derive(Deserialize)]
+        struct Settings {
+            #[serde(default)]
+            mailer_autoconfirm: bool,
+        }
+        self.autoconfirm
+            .get_or_try_init(|| async {
+                let key = self.settings.service_role_key.expose();
+                let resp = self
+                    .http
+                    .get(format!("{}/auth/v1/settings", self.settings.url))
+                    .header("apikey", key)
+                    .bearer_auth(key)
+                    .send()
+                    .await
+                    .map_err(AuthAdminError::request)?;
+                let status = resp.status();
+                if !status.is_success() {
+                    return Err(AuthAdminError(format!("settings: {status}")));
+                }
+                let settings: Settings = resp
+                    .json()
+                    .await
+                    .map_err(|e| AuthAdminError(format!("unexpected settings: {e}")))?;
+                Ok(settings.mailer_autoconfirm)
+            })
+            .await
+            .copied()
     }
 
     pub async fn create_user(

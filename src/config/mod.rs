@@ -353,25 +353,40 @@ fn metrics_addr(src: &dyn Source) -> Result<Option<std::net::SocketAddr>, Config
         .transpose()
 }
 
+/// Whether an auth user created for a buyer counts as confirmed (AUTH_CONFIRM_CHECKOUT_EMAIL).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ConfirmCheckoutEmail {
+    Yes,
+    No,
+    /// As the project says: with the Supabase Auth admin API configured, confirmed exactly
+    /// when the project confirms sign-ups by itself ("Confirm email" off, where an unconfirmed
+    /// user would be handed to whoever signs up with the address); otherwise not confirmed.
+    #[default]
+    Auto,
+}
+
 /// How buyers become auth users.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProvisioningSettings {
-    /// AUTH_CONFIRM_CHECKOUT_EMAIL: mark a user created from a Checkout email as confirmed
-    /// (`email_confirmed_at`). Default false: Stripe never verified that address.
-    pub confirm_checkout_email: bool,
+    pub confirm_checkout_email: ConfirmCheckoutEmail,
 }
 
 impl ProvisioningSettings {
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
-        let confirm_checkout_email = match src.get("AUTH_CONFIRM_CHECKOUT_EMAIL") {
-            None => false,
-            Some(v) => v
-                .trim()
-                .parse::<bool>()
-                .map_err(|_| ConfigError::Malformed {
+        let confirm_checkout_email = match src
+            .get("AUTH_CONFIRM_CHECKOUT_EMAIL")
+            .as_deref()
+            .map(str::trim)
+        {
+            None | Some("auto") => ConfirmCheckoutEmail::Auto,
+            Some("true") => ConfirmCheckoutEmail::Yes,
+            Some("false") => ConfirmCheckoutEmail::No,
+            Some(_) => {
+                return Err(ConfigError::Malformed {
                     name: "AUTH_CONFIRM_CHECKOUT_EMAIL",
-                    reason: "expected true or false".into(),
-                })?,
+                    reason: "expected true, false or auto".into(),
+                })
+            }
         };
         Ok(Self {
             confirm_checkout_email,
@@ -500,7 +515,10 @@ mod tests {
         assert_eq!(s.http_limits.body_timeout, Duration::from_secs(10));
         assert_eq!(s.http_limits.keep_alive, Duration::from_secs(5));
         assert_eq!(s.metrics_addr, None);
-        assert!(!s.pipeline.provisioning.confirm_checkout_email);
+        assert_eq!(
+            s.pipeline.provisioning.confirm_checkout_email,
+            ConfirmCheckoutEmail::Auto
+        );
     }
 
     #[test]
@@ -510,7 +528,10 @@ mod tests {
         e.insert("AUTH_CONFIRM_CHECKOUT_EMAIL".into(), "true".into());
         let s = Settings::from_source(&e).unwrap();
         assert_eq!(s.metrics_addr, Some("127.0.0.1:9090".parse().unwrap()));
-        assert!(s.pipeline.provisioning.confirm_checkout_email);
+        assert_eq!(
+            s.pipeline.provisioning.confirm_checkout_email,
+            ConfirmCheckoutEmail::Yes
+        );
         for (name, bad) in [
             ("METRICS_ADDR", "localhost"),
             ("AUTH_CONFIRM_CHECKOUT_EMAIL", "yes"),

@@ -15,6 +15,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::config::ConfirmCheckoutEmail;
 use crate::envelope::EventEnvelope;
 use crate::stripe_api::StripeApi;
 use crate::supabase_auth::AuthAdmin;
@@ -65,8 +66,8 @@ pub trait Handler: Sync + 'static {
 pub struct Services {
     pub stripe: Option<StripeApi>,
     pub auth_admin: Option<AuthAdmin>,
-    /// AUTH_CONFIRM_CHECKOUT_EMAIL: auth users created for a buyer count as confirmed.
-    pub confirm_checkout_email: bool,
+    /// AUTH_CONFIRM_CHECKOUT_EMAIL: whether auth users created for a buyer count as confirmed.
+    pub confirm_checkout_email: ConfirmCheckoutEmail,
 }
 
 /// What `prepare` may use: the external APIs, and database look-ups that each take a pooled
@@ -75,7 +76,7 @@ pub struct PrepareContext<'a> {
     pub stripe: Option<&'a StripeApi>,
     pub auth_admin: Option<&'a AuthAdmin>,
     /// Whether an auth user created for a buyer counts as confirmed.
-    pub confirm_checkout_email: bool,
+    pub confirm_checkout_email: ConfirmCheckoutEmail,
     pool: &'a Pool,
 }
 

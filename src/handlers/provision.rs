@@ -10,6 +10,7 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{HandlerError, PrepareContext};
+use crate::config::ConfirmCheckoutEmail;
 use crate::email::Email;
 use crate::supabase_auth::Created;
 
@@ -133,12 +134,13 @@ pub async fn prepare_buyer(
     cx: &PrepareContext<'_>,
     buyer: Buyer,
 ) -> Result<Option<PreparedBuyer>, HandlerError> {
+    let confirm_email = confirmed(cx).await;
     let auth_user = match cx.auth_admin {
         Some(admin) if !customer_is_mapped(cx, buyer.stripe_customer.as_deref()).await? => {
             match find_auth_user(cx, &buyer.email).await? {
                 Some(id) => Some(id),
                 None => match admin
-                    .create_user(&buyer.email, buyer.name.as_deref(), cx.confirm_checkout_email)
+                    .create_user(&buyer.email, buyer.name.as_deref(), confirm_email)
                     .await?
                 {
                     Created::New(id) => Some(id),
@@ -158,8 +160,26 @@ pub async fn prepare_buyer(
     Ok(Some(PreparedBuyer {
         buyer,
         auth_user,
-        confirm_email: cx.confirm_checkout_email,
+        confirm_email,
     }))
+}
+
+/// Whether a new buyer's address counts as confirmed. `auto` follows the project: where it
+/// confirms sign-ups by itself, an unconfirmed user would be confirmed for (and handed to)
+/// whoever signs up with the address first, so the buyer's user is created confirmed; where it
+/// sends confirmation mails, it is not. Without the admin API the project cannot be asked.
+async fn confirmed(cx: &PrepareContext<'_>) -> bool {
+    match (cx.confirm_checkout_email, cx.auth_admin) {
+        (ConfirmCheckoutEmail::Yes, _) => true,
+        (ConfirmCheckoutEmail::No, _) | (ConfirmCheckoutEmail::Auto, None) => false,
+        (ConfirmCheckoutEmail::Auto, Some(admin)) => match admin.project_autoconfirms().await {
+            Ok(autoconfirms) => autoconfirms,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the project's sign-up settings: the buyer's address is not confirmed");
+                false
+            }
+        },
+    }
 }
 
 /// `$3`: whether a new user's address counts as confirmed (AUTH_CONFIRM_CHECKOUT_EMAIL).

@@ -708,7 +708,7 @@ set search_path = ''
 as $$
 declare
   g record;
-  v_accounts uuid[] := '{}';
+  v_accounts uuid[] := '{}'::uuid[];
   v_account uuid;
 begin
   for g in

@@ -46,9 +46,21 @@ async fn auth_confirm_checkout_email_marks_the_address_confirmed() {
 
 #[tokio::test]
 async fn the_admin_api_is_asked_for_the_configured_confirmation() {
-    for (setting, expected) in [(None, false), (Some("true"), true)] {
+    // (AUTH_CONFIRM_CHECKOUT_EMAIL, the project's mailer_autoconfirm) -> email_confirm
+    for (setting, autoconfirm, expected) in [
+        (None, false, false),
+        (None, true, true),
+        (Some("auto"), true, true),
+        (Some("false"), true, false),
+        (Some("true"), false, true),
+    ] {
         let db = fresh_db().await;
-        let auth = fakes::supabase_auth(db.url.clone(), "service-role-key-for-tests", vec![]);
+        let auth = fakes::supabase_auth_confirming(
+            db.url.clone(),
+            "service-role-key-for-tests",
+            vec![],
+            autoconfirm,
+        );
         let mut env = vec![
             ("SUPABASE_URL", auth.url.as_str()),
             ("SUPABASE_SERVICE_ROLE_KEY", "service-role-key-for-tests"),
@@ -60,7 +72,11 @@ async fn the_admin_api_is_asked_for_the_configured_confirmation() {
         let email = format!("{}@example.com", unique("admin"));
         processed(&app, &Purchase::new(&email, None).checkout(Shape::Basil)).await;
         let requests = auth.requests.lock().unwrap();
-        assert_eq!(requests.len(), 1);
-        assert_eq!(requests[0].2["email_confirm"], expected, "{setting:?}");
+        let created: Vec<_> = requests.iter().filter(|r| r.0 == "POST").collect();
+        assert_eq!(created.len(), 1);
+        assert_eq!(
+            created[0].2["email_confirm"], expected,
+            "{setting:?} with autoconfirm {autoconfirm}"
+        );
     }
 }

@@ -89,6 +89,18 @@ pub fn stripe_customers(customers: Vec<(&str, Option<&str>, Option<&str>)>) -> F
 /// already registered answers 422 `email_exists`. `race_emails` are created and still answered
 /// 422, as when a concurrent request won.
 pub fn supabase_auth(db_url: String, service_key: &str, race_emails: Vec<String>) -> Fake {
+    supabase_auth_confirming(db_url, service_key, race_emails, false)
+}
+
+/// `supabase_auth`, whose `GET /auth/v1/settings` says `mailer_autoconfirm` (the project's
+/// "Confirm email" switched off when true), as GoTrue answers it. Only user creations are
+/// logged.
+pub fn supabase_auth_confirming(
+    db_url: String,
+    service_key: &str,
+    race_emails: Vec<String>,
+    autoconfirm: bool,
+) -> Fake {
     let requests = Arc::new(Mutex::new(Vec::new()));
     let log = requests.clone();
     let key = service_key.to_owned();
@@ -97,6 +109,29 @@ pub fn supabase_auth(db_url: String, service_key: &str, race_emails: Vec<String>
         let db_url = db_url.clone();
         let key = key.clone();
         let race = race_emails.clone();
+        let settings_key = key.clone();
+        cfg.route(
+            "/auth/v1/settings",
+            web::get().to(move |req: HttpRequest| {
+                let key = settings_key.clone();
+                async move {
+                    let apikey = req
+                        .headers()
+                        .get("apikey")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    if apikey != key {
+                        return HttpResponse::Unauthorized()
+                            .json(json!({"message": "Invalid API key"}));
+                    }
+                    HttpResponse::Ok().json(json!({
+                        "external": {"email": true, "phone": false, "google": false},
+                        "disable_signup": false, "mailer_autoconfirm": autoconfirm,
+                        "phone_autoconfirm": false, "sms_provider": "", "saml_enabled": false
+                    }))
+                }
+            }),
+        );
         cfg.route(
             "/auth/v1/admin/users",
             web::post().to(move |req: HttpRequest, body: web::Json<Value>| {
