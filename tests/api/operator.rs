@@ -803,6 +803,21 @@ async fn the_ops_queries_run_and_change_nothing() {
         assert!(out.contains(expected.as_str()), "{expected} missing: {out}");
     }
     assert!(out.contains("price_demo_onetime"), "{out}");
+    let (code, out) = psql_ops(
+        &app.db.url,
+        "explain_access.sql",
+        &[("email", &email.to_uppercase())],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    // The checkout's purchase: 12 months of the demo pack, standing, with its coverage.
+    assert!(
+        out.contains("purchase") && out.contains("12 months") && out.contains("active"),
+        "{out}"
+    );
+    let (code, usage) = psql_ops(&app.db.url, "explain_access.sql", &[]).await;
+    assert_eq!(code, Some(0), "{usage}");
+    assert!(usage.contains("usage:"), "{usage}");
     let (code, out) = psql_ops(&app.db.url, "retention_purge.sql", &[]).await;
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("ROLLBACK: nothing was deleted"), "{out}");
