@@ -32,6 +32,8 @@ if [[ ! -f .local/webhook_secret ]]; then
 fi
 export STRIPE_WEBHOOK_SECRET="$(cat .local/webhook_secret)"
 export HOST=127.0.0.1 PORT="${PORT:-8080}"
+# Development is test mode: live events are recorded and ignored (as with a test secret key).
+export STRIPE_LIVEMODE="${STRIPE_LIVEMODE:-false}"
 export RETRY_BASE_DELAY_SECS="${RETRY_BASE_DELAY_SECS:-5}"
 
 cargo build --quiet
@@ -51,6 +53,7 @@ stripe-worker is running on http://127.0.0.1:${PORT}  (database: 127.0.0.1:${db_
   webhook secret (dev): ${STRIPE_WEBHOOK_SECRET}
   readiness:            curl http://127.0.0.1:${PORT}/readyz
   try an event:         STRIPE_WEBHOOK_SECRET=${STRIPE_WEBHOOK_SECRET} $bin trigger checkout.session.completed --email you@example.com --url http://127.0.0.1:${PORT}/webhooks/stripe
+  or a whole flow:      STRIPE_WEBHOOK_SECRET=${STRIPE_WEBHOOK_SECRET} $bin trigger renewal-failed --email you@example.com --url http://127.0.0.1:${PORT}/webhooks/stripe   (trigger --list)
   see what happened:    DATABASE_URL=${DATABASE_URL} $bin status
 Ctrl-C stops the worker and the database.
 
