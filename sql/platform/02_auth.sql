@@ -4,7 +4,7 @@ create schema if not exists auth;
 grant usage on schema auth to anon, authenticated, service_role;
 grant all on schema auth to supabase_auth_admin;
 
--- auth.users exactly as in production (seed 002).
+-- auth.users exactly as in production.
 create table if not exists auth.users (
   instance_id uuid null,
   id uuid not null,

@@ -1,10 +1,10 @@
--- Baseline: the production schema of seed 002 as it exists before stripe-worker.
+-- Baseline: the production schema as it exists before stripe-worker.
 -- Production already has these objects WITH DATA, so every statement must be a no-op there
 -- (IF NOT EXISTS / guarded DO blocks) and must also build them from scratch on an empty
 -- database (after sql/platform). Never drops or rewrites rows.
 
 -- ---------------------------------------------------------------------------------------
--- channels (referenced by vouchers.channel_id's default; not spelled out in seed 002)
+-- channels (referenced by vouchers.channel_id's default; production never spelled it out)
 create table if not exists public.channels (
   id uuid not null default gen_random_uuid(),
   name text not null,
@@ -128,7 +128,7 @@ create table if not exists public.users (
   constraint users_pkey primary key (id),
   constraint users_id_fkey foreign key (id) references auth.users (id)
 );
--- handle_new_user() writes these (production may still lack email: seed 002 step 1).
+-- handle_new_user() writes these (production may still lack email).
 alter table public.users
   add column if not exists full_name text,
   add column if not exists avatar_url text,
@@ -298,7 +298,7 @@ end
 $$;
 
 -- ---------------------------------------------------------------------------------------
--- Trigger functions seed 002 names without bodies.
+-- Trigger functions the production triggers name (their bodies follow in later migrations).
 
 -- Profile row for every new auth user. SECURITY DEFINER + empty search_path: runs as the
 -- owner whatever role inserts into auth.users, and cannot be hijacked via search_path.
