@@ -1,5 +1,6 @@
 //! `stripe-worker status`: what the event log looks like now: counts by processing status and
-//! by type (last 24 h and 7 d), the retry queue, and the oldest failed and dead events.
+//! by type (last 24 h and 7 d), the retry queue, the oldest failed and dead events, and the
+//! catch-up's state.
 
 use std::io::Write;
 
@@ -7,15 +8,16 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use serde::Serialize;
 
+use crate::catchup::{self, CatchUpState};
 use crate::config::{DatabaseSettings, Source};
 use crate::db;
 use crate::ingest::Status;
 
-/// Show event counts, the retry queue and the oldest failures.
+/// Show event counts, the retry queue, the oldest failures and the catch-up.
 ///
 /// Counts by processing status and by type for the last 24 h and 7 d (by receipt time), the
-/// retry queue (due now, later, pending, held, expired leases), and the oldest failed and dead
-/// events with their errors.
+/// retry queue (due now, later, pending, held, expired leases), the oldest failed and dead
+/// events with their errors, and the catch-up's high-water mark, lag and last run.
 #[derive(Args, Debug, Clone, Default)]
 pub struct StatusArgs {
     /// One JSON document instead of tables.
@@ -139,6 +141,8 @@ pub struct StatusReport {
     pub retry_queue: RetryQueue,
     pub oldest_failed: Vec<StuckEvent>,
     pub oldest_dead: Vec<StuckEvent>,
+    /// One entry per stream the catch-up ran for; empty when it never ran.
+    pub catch_up: Vec<CatchUpState>,
 }
 
 pub async fn run(
@@ -200,6 +204,7 @@ pub async fn collect(
         retry_queue,
         oldest_failed: oldest(client, Status::Failed).await?,
         oldest_dead: oldest(client, Status::Dead).await?,
+        catch_up: catchup::read_all(client).await?,
     })
 }
 
@@ -220,6 +225,60 @@ async fn oldest(
             error: r.get(5),
         })
         .collect())
+}
+
+fn render_catch_up(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
+    let time = |t: Option<DateTime<Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    writeln!(out)?;
+    if r.catch_up.is_empty() {
+        return writeln!(
+            out,
+            "catch-up: never ran (it runs inside serve when STRIPE_SECRET_KEY is set)"
+        );
+    }
+    for c in &r.catch_up {
+        let lag = (r.generated_at - c.mark()).num_seconds().max(0);
+        writeln!(
+            out,
+            "catch-up ({}): high-water mark {} (lag {lag} s){}",
+            c.stream,
+            time(c.high_water_mark.or(Some(c.watching_since))),
+            match (&c.running_on, c.lease_until) {
+                (Some(holder), Some(until)) if until > r.generated_at =>
+                    format!(", running on {holder}"),
+                _ => String::new(),
+            }
+        )?;
+        let run = &c.last_run;
+        writeln!(
+            out,
+            "  last run: {} {} .. {}, listed {}, ingested {} (recovered {}), errors {}, rate limited {}",
+            run.status.as_deref().unwrap_or("never"),
+            time(run.started_at),
+            time(run.finished_at),
+            run.listed,
+            run.ingested,
+            run.recovered,
+            run.errors,
+            run.rate_limited
+        )?;
+        if let Some(e) = &run.last_error {
+            writeln!(out, "  last error: {e}")?;
+        }
+        writeln!(
+            out,
+            "  since {}: listed {}, ingested {}, recovered {}, errors {}",
+            time(Some(c.created_at)),
+            c.listed_total,
+            c.ingested_total,
+            c.recovered_total,
+            c.errors_total
+        )?;
+    }
+    Ok(())
 }
 
 /// Error messages are cut to this many characters in the table (the JSON has them whole).
@@ -283,6 +342,7 @@ fn render(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
         "all time: {} failed, {} dead",
         q.failed_total, q.dead_total
     )?;
+    render_catch_up(r, out)?;
     for (title, list) in [
         ("oldest failed", &r.oldest_failed),
         ("oldest dead", &r.oldest_dead),

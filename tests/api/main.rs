@@ -2,6 +2,7 @@
 
 mod architecture;
 mod catalog;
+mod catch_up;
 mod chaos;
 mod dependencies;
 mod fakes;
