@@ -98,8 +98,11 @@ impl CatchUp {
                     )
                 }
                 Ok(_) => {}
-                Err(SweepError::Stopped(reason)) => {
+                Err(SweepError::Stopped(reason)) if *stop.borrow() => {
                     tracing::info!(%reason, "catch-up run stopped")
+                }
+                Err(SweepError::Stopped(reason)) => {
+                    tracing::warn!(%reason, "catch-up run given up")
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "catch-up run failed; trying again next interval")

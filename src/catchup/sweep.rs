@@ -159,7 +159,7 @@ impl Sweep<'_> {
             let mut last_error = None;
             for event in events {
                 if observer.should_stop() {
-                    return Err(SweepError::Stopped("stopping".into()));
+                    return Err(SweepError::Stopped("the worker is stopping".into()));
                 }
                 self.yield_to_deliveries(observer).await;
                 let done = self.ingest(event).await?;

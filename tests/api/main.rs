@@ -15,5 +15,6 @@ mod operator;
 mod processes;
 mod properties;
 mod purchase;
+mod reconcile;
 mod signature_vectors;
 mod subscription;
