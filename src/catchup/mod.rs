@@ -11,7 +11,7 @@
 //! the lag.
 
 mod progress;
-pub mod sweep;
+mod sweep;
 
 use std::time::Duration;
 

@@ -8,7 +8,7 @@ mod database;
 use std::collections::HashMap;
 use std::time::Duration;
 
-pub use catch_up::{parse_duration, CatchUpSettings, STRIPE_EVENT_RETENTION};
+pub use catch_up::{CatchUpSettings, STRIPE_EVENT_RETENTION};
 pub use database::{DatabaseUrl, TlsMode};
 
 use crate::secret::Secret;

@@ -149,7 +149,7 @@ async fn backfill_stores_events_of_every_api_version_as_listed_and_reports_an_od
     .await;
     let now = Utc::now().timestamp();
     // 2017-02-14: `request` is a plain id; 2020-08-27 without `pending_webhooks` (as events
-    // created before it existed); basil as Stripe sends it today; each a whole purchase.
+    // created before it existed); basil and the newest, dahlia; each a whole purchase.
     let old = flow_ending(
         "checkout-payment",
         ApiVersion::V2017_02_14,
@@ -167,16 +167,17 @@ async fn backfill_stores_events_of_every_api_version_as_listed_and_reports_an_od
         e.as_object_mut().unwrap().remove("pending_webhooks");
     }
     let new = flow_ending("api-subscription", ApiVersion::Basil, 13, now - 3600);
+    let newest = flow_ending("guest-checkout", ApiVersion::Dahlia, 14, now - 1800);
     // Served with their own formatting: what is stored must be what was listed, whatever the
     // spacing and key order (jsonb compares values).
     let mut served: Vec<String> = Vec::new();
-    for e in old.iter().chain(&mid).chain(&new) {
+    for e in old.iter().chain(&mid).chain(&new).chain(&newest) {
         served.push(serde_json::to_string_pretty(e).unwrap());
     }
     // An element that is no event at all, and an unknown type with fields nobody models.
-    let odd = json!({"id": unique("evt"), "object": "event", "created": now - 1800});
+    let odd = json!({"id": unique("evt"), "object": "event", "created": now - 1200});
     let exotic = json!({"id": unique("evt"), "object": "event", "api_version": "2026-07-29.dahlia",
-        "created": now - 1700, "type": "issuing_card.created", "livemode": false,
+        "created": now - 1100, "type": "issuing_card.created", "livemode": false,
         "data": {"object": {"id": "ic_1", "object": "issuing_card", "weird": [1.50, {"deep": null}]}},
         "context": "acct_1", "request": null});
     served.push(odd.to_string());
@@ -191,7 +192,7 @@ async fn backfill_stores_events_of_every_api_version_as_listed_and_reports_an_od
         page_size: 7,
     };
     let (summary, out) = backfill_with(&app, &fake, &args).await;
-    let valid = old.len() + mid.len() + new.len() + 1;
+    let valid = old.len() + mid.len() + new.len() + newest.len() + 1;
     assert_eq!(summary.listed, valid + 1, "{out}");
     assert_eq!(summary.ingested(), valid, "{out}");
     assert_eq!(summary.unreadable, 1, "{out}");
@@ -227,7 +228,13 @@ async fn backfill_stores_events_of_every_api_version_as_listed_and_reports_an_od
             );
         }
     }
-    let mut all: Vec<Value> = old.iter().chain(&mid).chain(&new).cloned().collect();
+    let mut all: Vec<Value> = old
+        .iter()
+        .chain(&mid)
+        .chain(&new)
+        .chain(&newest)
+        .cloned()
+        .collect();
     all.push(exotic.clone());
     wait_all_done(&app, &ids(&all)).await;
     // Each purchase provisioned its buyer, as deliveries would have.
@@ -594,4 +601,42 @@ async fn without_a_secret_key_there_is_no_catch_up() {
     .unwrap();
     let out = String::from_utf8(out).unwrap();
     assert!(out.contains("catch-up: never ran"), "{out}");
+}
+
+#[tokio::test]
+async fn on_a_single_pooled_connection_the_catch_up_and_live_deliveries_both_get_through() {
+    let db = fresh_db().await;
+    let now = Utc::now().timestamp();
+    let listed: Vec<Value> = (0..300)
+        .map(|i| product_event(&unique("evt"), now - 1200 + i))
+        .collect();
+    let fake = fake_stripe(StripeState {
+        events: text(&listed),
+        ..Default::default()
+    });
+    let mut env = catch_up_env(&fake, "sk_test_one_connection");
+    // The catch-up never needs a second connection (it would wait for itself forever), and
+    // deliveries never wait long for the one it uses.
+    env.push(("DATABASE_POOL_SIZE".into(), "1".into()));
+    let app = app_with(&db, &env).await;
+    wait_until("the catch-up to be under way", || async {
+        !stored_statuses(&app, &ids(&listed)).await.is_empty()
+    })
+    .await;
+    let mut during = 0;
+    for _ in 0..20 {
+        let answer = app
+            .post_event(&product_event(&unique("evt"), Utc::now().timestamp()))
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.body["status"], "processed", "{}", answer.body);
+        if stored_statuses(&app, &ids(&listed)).await.len() < listed.len() {
+            during += 1;
+        }
+    }
+    assert!(
+        during > 0,
+        "deliveries were answered while the catch-up ran"
+    );
+    wait_all_done(&app, &ids(&listed)).await;
 }

@@ -152,16 +152,23 @@ fn email_exists() -> HttpResponse {
 }
 
 /// A server that accepts connections and never answers (a hung dependency): requests to it
-/// end only by the client's timeout. Counts the connections it accepted; stops when dropped.
+/// end only by the client's timeout. Records the request line of each connection (`GET
+/// /v1/customers/cus_1 HTTP/1.1`); stops when dropped.
 pub struct Unresponsive {
     pub url: String,
-    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    requests: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Unresponsive {
-    pub fn accepted(&self) -> usize {
-        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    /// Requests waiting for an answer whose request line contains `path`.
+    pub fn waiting_on(&self, path: &str) -> usize {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| line.contains(path))
+            .count()
     }
 }
 
@@ -172,20 +179,30 @@ impl Drop for Unresponsive {
 }
 
 pub async fn unresponsive() -> Unresponsive {
+    use tokio::io::AsyncBufReadExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = accepted.clone();
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let log = requests.clone();
     let task = tokio::spawn(async move {
-        let mut held = Vec::new();
+        let mut readers = tokio::task::JoinSet::new();
         while let Ok((socket, _)) = listener.accept().await {
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            held.push(socket);
+            let log = log.clone();
+            // Reads the request line, then holds the connection without answering.
+            readers.spawn(async move {
+                let mut reader = tokio::io::BufReader::new(socket);
+                let mut line = String::new();
+                if reader.read_line(&mut line).await.is_ok() {
+                    log.lock().unwrap().push(line.trim_end().to_owned());
+                }
+                std::future::pending::<()>().await;
+                drop(reader);
+            });
         }
     });
     Unresponsive {
         url,
-        accepted,
+        requests,
         task,
     }
 }
