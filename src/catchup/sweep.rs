@@ -156,44 +156,7 @@ impl Sweep<'_> {
                 continue;
             };
             observer.window_listed(events.len());
-            let mut last_error = None;
-            for event in events {
-                if observer.should_stop() {
-                    return Err(SweepError::Stopped("the worker is stopping".into()));
-                }
-                self.yield_to_deliveries(observer).await;
-                let done = self.ingest(event).await?;
-                match &done.fate {
-                    Fate::Delivered(DeliveryStatus::Processed) => window.processed += 1,
-                    Fate::Delivered(DeliveryStatus::Ignored) => window.ignored += 1,
-                    Fate::Delivered(DeliveryStatus::Failed) => window.failed += 1,
-                    // A webhook delivery of it arrived meanwhile.
-                    Fate::Delivered(DeliveryStatus::Duplicate) => window.already_stored += 1,
-                    Fate::Unreadable(reason) => {
-                        window.unreadable += 1;
-                        let id = done.id.as_deref().unwrap_or("(no id)");
-                        tracing::warn!(event_id = id, reason = %reason, "listed event does not parse; skipped");
-                        last_error = Some(format!("listed event {id} does not parse: {reason}"));
-                    }
-                }
-                let stored_now = matches!(
-                    done.fate,
-                    Fate::Delivered(
-                        DeliveryStatus::Processed
-                            | DeliveryStatus::Ignored
-                            | DeliveryStatus::Failed
-                    )
-                );
-                if stored_now
-                    && self
-                        .recovered_from
-                        .is_some_and(|from| done.created.is_some_and(|c| c >= from))
-                {
-                    window.recovered += 1;
-                }
-                observer.ingested(&done);
-                observer.heartbeat().await?;
-            }
+            let last_error = self.ingest_window(events, &mut window, observer).await?;
             observer
                 .window_done(to, &window, last_error.as_deref())
                 .await?;
@@ -205,6 +168,59 @@ impl Sweep<'_> {
             }
         }
         Ok(total)
+    }
+
+    /// Ingests a window's events in order, counting them into `window`; the last error, if an
+    /// event did not parse.
+    async fn ingest_window(
+        &self,
+        events: Vec<ListedEvent>,
+        window: &mut Tally,
+        observer: &mut impl Observer,
+    ) -> Result<Option<String>, SweepError> {
+        let mut last_error = None;
+        for event in events {
+            if observer.should_stop() {
+                return Err(SweepError::Stopped("the worker is stopping".into()));
+            }
+            self.yield_to_deliveries(observer).await;
+            let done = self.ingest(event).await?;
+            let stored_now = match &done.fate {
+                Fate::Delivered(DeliveryStatus::Processed) => {
+                    window.processed += 1;
+                    true
+                }
+                Fate::Delivered(DeliveryStatus::Ignored) => {
+                    window.ignored += 1;
+                    true
+                }
+                Fate::Delivered(DeliveryStatus::Failed) => {
+                    window.failed += 1;
+                    true
+                }
+                // A webhook delivery of it arrived meanwhile.
+                Fate::Delivered(DeliveryStatus::Duplicate) => {
+                    window.already_stored += 1;
+                    false
+                }
+                Fate::Unreadable(reason) => {
+                    window.unreadable += 1;
+                    let id = done.id.as_deref().unwrap_or("(no id)");
+                    tracing::warn!(event_id = id, reason = %reason, "listed event does not parse; skipped");
+                    last_error = Some(format!("listed event {id} does not parse: {reason}"));
+                    false
+                }
+            };
+            let recovered = self
+                .recovered_from
+                .is_some_and(|from| done.created.is_some_and(|c| c >= from));
+            if stored_now && recovered {
+                window.recovered += 1;
+            }
+            observer.ingested(&done);
+            observer.heartbeat().await?;
+        }
+        Ok(last_error)
     }
 
     /// The window's events not stored yet, oldest first; `None` when `capped` and there are
