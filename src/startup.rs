@@ -1,14 +1,17 @@
-//! Builds the application: the pool, the pipeline, the HTTP server and the retrier.
+//! Builds the application: the pool, the pipeline, the HTTP server, the retrier and (with
+//! STRIPE_SECRET_KEY) the catch-up.
 
 use actix_web::dev::{Server, ServerHandle};
 use std::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::catchup::CatchUp;
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::ingest::Pipeline;
 use crate::retrier;
 use crate::signature::Verifier;
+use crate::stripe_list::{RateLimitBackoff, StripeLists};
 
 pub struct Application {
     port: u16,
@@ -16,6 +19,7 @@ pub struct Application {
     server: Server,
     ops_server: Option<Server>,
     pipeline: Pipeline,
+    catch_up: Option<CatchUp>,
 }
 
 impl Application {
@@ -28,6 +32,26 @@ impl Application {
             );
         }
         let pipeline = Pipeline::new(&settings.pipeline)?;
+        let catch_up = match &settings.pipeline.stripe_api {
+            Some(api) => Some(CatchUp::new(
+                pipeline.clone(),
+                StripeLists::new(
+                    api,
+                    settings.catch_up.reads_per_sec,
+                    RateLimitBackoff::default(),
+                )?,
+                settings.catch_up.clone(),
+                settings.pipeline.livemode,
+                settings.pipeline.worker_id.clone(),
+                settings.pipeline.retry.lease,
+            )),
+            None => {
+                tracing::info!(
+                    "catch-up is off: STRIPE_SECRET_KEY is not set, so missed events are recovered only by `stripe-worker backfill`"
+                );
+                None
+            }
+        };
         let shared = http::Shared::new(AppState {
             pipeline: pipeline.clone(),
             verifier: Verifier::new(settings.webhook.secrets.clone(), settings.webhook.tolerance),
@@ -64,6 +88,7 @@ impl Application {
             server,
             ops_server,
             pipeline,
+            catch_up,
         })
     }
 
@@ -81,10 +106,11 @@ impl Application {
     }
 
     /// Serves until the server stops (SIGTERM/SIGINT or the handle), then lets the retrier
-    /// finish what it holds.
+    /// and the catch-up finish what they hold.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let retrier = tokio::spawn(retrier::run(self.pipeline.clone(), stop_rx));
+        let retrier = tokio::spawn(retrier::run(self.pipeline.clone(), stop_rx.clone()));
+        let catch_up = self.catch_up.map(|c| tokio::spawn(c.run(stop_rx)));
         tracing::info!(
             port = self.port,
             metrics_port = self.metrics_port,
@@ -101,6 +127,9 @@ impl Application {
         }
         let _ = stop_tx.send(true);
         let _ = retrier.await;
+        if let Some(catch_up) = catch_up {
+            let _ = catch_up.await;
+        }
         tracing::info!("stopped");
         served.map_err(Into::into)
     }

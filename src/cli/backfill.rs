@@ -1,5 +1,5 @@
 //! `stripe-worker backfill`: lists events from Stripe's Events API and ingests, oldest first,
-//! the ones not yet stored, through the same pipeline as webhook deliveries.
+//! the ones not yet stored, exactly as webhook deliveries of them (the catch-up's sweep).
 
 use std::io::Write;
 
@@ -8,18 +8,18 @@ use clap::Args;
 
 use super::context::{self, parse_instant};
 use super::progress::Progress;
-use crate::config::{ConfigError, Source, StripeApiSettings};
-use crate::envelope::EventEnvelope;
+use crate::catchup::{Fate, Ingested, Observer, Sweep, SweepError, Tally};
+use crate::config::{CatchUpSettings, ConfigError, Source, StripeApiSettings};
 use crate::ingest::DeliveryStatus;
-use crate::stripe_api::StripeApi;
-use crate::stripe_events::{self, RateLimitBackoff, MAX_PAGE};
+use crate::stripe_list::{RateLimitBackoff, StripeLists, MAX_PAGE};
 
 /// Ingest events from Stripe's Events API that are not stored yet (missed deliveries).
 ///
 /// Needs STRIPE_SECRET_KEY (and honours STRIPE_API_BASE). Stripe keeps events for 30 days
-/// only: an earlier --since finds nothing before that. Events are ingested oldest first
-/// through the same pipeline as webhook deliveries; stored ones are counted and left alone,
-/// so running it twice is harmless. Rate limiting (HTTP 429) is waited out with exponential
+/// only: an earlier --since finds nothing before that. Each listed event is parsed and
+/// ingested exactly like a webhook delivery of it, whatever its API version, oldest first;
+/// stored ones are counted and left alone, so running it twice is harmless; one that does not
+/// parse is reported and skipped. Rate limiting (HTTP 429) is waited out with exponential
 /// back-off. Exit status 0 when every ingested event ended processed or ignored.
 #[derive(Args, Debug, Clone)]
 #[command(after_help = "Examples:
@@ -49,6 +49,8 @@ pub struct BackfillSummary {
     pub ignored: usize,
     /// Stored, but the handler failed (retry scheduled, or dead).
     pub failed: usize,
+    /// Listed, but not an event (reported, not stored).
+    pub unreadable: usize,
     /// 429 answers waited out.
     pub rate_limited: u32,
 }
@@ -59,34 +61,11 @@ impl BackfillSummary {
     }
 
     pub fn success(&self) -> bool {
-        self.failed == 0
-    }
-
-    /// Counts one ingested event; returns how its line names the outcome.
-    fn count(&mut self, status: DeliveryStatus) -> &'static str {
-        match status {
-            DeliveryStatus::Processed => {
-                self.processed += 1;
-                "processed"
-            }
-            DeliveryStatus::Ignored => {
-                self.ignored += 1;
-                "ignored"
-            }
-            DeliveryStatus::Failed => {
-                self.failed += 1;
-                "failed"
-            }
-            // Stored meanwhile (a webhook delivery of it arrived).
-            DeliveryStatus::Duplicate => {
-                self.already_stored += 1;
-                "already stored"
-            }
-        }
+        self.failed == 0 && self.unreadable == 0
     }
 
     fn line(&self) -> String {
-        format!(
+        let mut line = format!(
             "listed {}, already stored {}, ingested {}: processed {}, ignored {}, failed {}",
             self.listed,
             self.already_stored,
@@ -94,14 +73,32 @@ impl BackfillSummary {
             self.processed,
             self.ignored,
             self.failed
-        )
+        );
+        if self.unreadable > 0 {
+            line.push_str(&format!("; unreadable {}", self.unreadable));
+        }
+        line
+    }
+}
+
+impl From<Tally> for BackfillSummary {
+    fn from(t: Tally) -> Self {
+        Self {
+            listed: t.listed,
+            already_stored: t.already_stored,
+            processed: t.processed,
+            ignored: t.ignored,
+            failed: t.failed,
+            unreadable: t.unreadable,
+            rate_limited: t.rate_limited,
+        }
     }
 }
 
 pub async fn run(
     args: &BackfillArgs,
     src: &dyn Source,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
     interactive: bool,
 ) -> anyhow::Result<BackfillSummary> {
     run_with(args, src, out, interactive, RateLimitBackoff::default()).await
@@ -111,47 +108,47 @@ pub async fn run(
 pub async fn run_with(
     args: &BackfillArgs,
     src: &dyn Source,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
     interactive: bool,
     backoff: RateLimitBackoff,
 ) -> anyhow::Result<BackfillSummary> {
     let settings = StripeApiSettings::from_source(src)?
         .ok_or(ConfigError::Missing("STRIPE_SECRET_KEY"))
         .map_err(|e| anyhow::anyhow!("{e}: backfill reads Stripe's Events API"))?;
-    if let Some(until) = args.until {
-        anyhow::ensure!(until >= args.since, "--until is before --since");
-    }
+    let until = args.until.unwrap_or_else(Utc::now);
+    anyhow::ensure!(until >= args.since, "--until is before --since");
     if args.since < Utc::now() - Days::days(RETENTION_DAYS) {
         writeln!(
             out,
             "note: Stripe's Events API keeps events for {RETENTION_DAYS} days; older ones cannot be listed"
         )?;
     }
-    let api = StripeApi::new(&settings)?;
+    let budget = CatchUpSettings::from_source(src)?.reads_per_sec;
+    let lists = StripeLists::new(&settings, budget, backoff)?;
     let pipeline = context::pipeline(src, "backfill")?;
-    let mut summary = BackfillSummary::default();
-    let events = list_oldest_first(&api, args, backoff, &mut summary).await?;
-    let ids: Vec<String> = events.iter().map(|e| e.id.as_str().to_owned()).collect();
-    let stored = pipeline.stored_event_ids(&ids).await?;
-    let missing: Vec<_> = events
-        .iter()
-        .filter(|e| !stored.contains(e.id.as_str()))
-        .collect();
-    summary.already_stored = events.len() - missing.len();
-    let request_id = format!("backfill:{}", uuid::Uuid::new_v4());
-    let progress = Progress::new(missing.len(), interactive, "ingesting");
-    for event in missing {
-        let body = stripe_events::envelope(event).to_string();
-        let envelope = EventEnvelope::parse(body.as_bytes())?;
-        let status = pipeline.deliver(&envelope, &body, &request_id).await?;
-        let label = summary.count(status);
-        progress.line(
-            out,
-            &format!("{} {} -> {label}", envelope.id, envelope.event_type),
-        )?;
-        progress.inc();
+    let sweep = Sweep {
+        pipeline: &pipeline,
+        lists: &lists,
+        request_id: format!("backfill:{}", uuid::Uuid::new_v4()),
+        page_size: args.page_size,
+        recovered_from: None,
+    };
+    let mut lines = Lines {
+        out,
+        interactive,
+        progress: None,
+        error: None,
+    };
+    let result = sweep
+        .run(args.since.timestamp(), until.timestamp(), &mut lines)
+        .await;
+    if let Some(p) = &lines.progress {
+        p.finish();
     }
-    progress.finish();
+    if let Some(e) = lines.error.take() {
+        return Err(e.into());
+    }
+    let summary = BackfillSummary::from(result?);
     if summary.rate_limited > 0 {
         writeln!(
             out,
@@ -163,37 +160,49 @@ pub async fn run_with(
     Ok(summary)
 }
 
-/// Every event in the range, oldest first. Stripe lists newest first: collect everything,
-/// then reverse.
-async fn list_oldest_first(
-    api: &StripeApi,
-    args: &BackfillArgs,
-    backoff: RateLimitBackoff,
-    summary: &mut BackfillSummary,
-) -> anyhow::Result<Vec<stripe_core::Event>> {
-    let mut events = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = stripe_events::list_page(
-            api,
-            args.since,
-            args.until,
-            after.as_deref(),
-            args.page_size,
-            backoff,
-        )
-        .await?;
-        summary.rate_limited += page.rate_limited;
-        after = page.events.last().map(|e| e.id.as_str().to_owned());
-        let more = page.has_more && after.is_some();
-        events.extend(page.events);
-        if !more {
-            break;
+/// One line per event not stored before, with a progress bar per window on a terminal.
+struct Lines<'a> {
+    out: &'a mut (dyn Write + Send),
+    interactive: bool,
+    progress: Option<Progress>,
+    /// The first write that failed (the sweep goes on; the command reports it).
+    error: Option<std::io::Error>,
+}
+
+impl Observer for Lines<'_> {
+    async fn page_listed(&mut self, _: usize, _: u32) -> Result<(), SweepError> {
+        Ok(())
+    }
+
+    fn window_listed(&mut self, to_ingest: usize) {
+        if let Some(p) = self.progress.take() {
+            p.finish();
+        }
+        self.progress = Some(Progress::new(to_ingest, self.interactive, "ingesting"));
+    }
+
+    fn ingested(&mut self, event: &Ingested) {
+        let label = match &event.fate {
+            Fate::Delivered(DeliveryStatus::Processed) => "processed".to_owned(),
+            Fate::Delivered(DeliveryStatus::Ignored) => "ignored".to_owned(),
+            Fate::Delivered(DeliveryStatus::Failed) => "failed".to_owned(),
+            Fate::Delivered(DeliveryStatus::Duplicate) => "already stored".to_owned(),
+            Fate::Unreadable(reason) => format!("unreadable, skipped: {reason}"),
+        };
+        let line = format!(
+            "{} {} -> {label}",
+            event.id.as_deref().unwrap_or("(no id)"),
+            event.event_type.as_deref().unwrap_or("(no type)")
+        );
+        if let Some(p) = &self.progress {
+            if let Err(e) = p.line(self.out, &line) {
+                self.error.get_or_insert(e);
+            }
+            p.inc();
         }
     }
-    summary.listed = events.len();
-    events.reverse();
-    // Stable: events of the same second keep Stripe's (reversed) order.
-    events.sort_by_key(|e| e.created);
-    Ok(events)
+
+    async fn window_done(&mut self, _: i64, _: &Tally, _: Option<&str>) -> Result<(), SweepError> {
+        Ok(())
+    }
 }

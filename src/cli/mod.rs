@@ -1,11 +1,12 @@
 //! The `stripe-worker` command line (clap). Each subcommand parses only the configuration it
 //! needs, so `migrate` runs without a webhook secret. The operator commands (replay, backfill,
-//! trigger, status) live in their own modules; each has a `run` that tests call directly with
+//! reconcile, trigger, status) live in their own modules; each has a `run` that tests call directly with
 //! a map of variables and a buffer for the output.
 
 pub mod backfill;
 mod context;
 mod progress;
+pub mod reconcile;
 pub mod replay;
 pub mod status;
 pub mod trigger;
@@ -35,7 +36,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// HTTP server (webhook endpoint, health, metrics) plus the background retrier.
+    /// HTTP server (webhook endpoint, health, metrics) plus the background retrier and, with
+    /// STRIPE_SECRET_KEY, the catch-up on events Stripe never delivered.
     Serve,
     /// Applies supabase/migrations (compiled in), recording them like the Supabase CLI.
     Migrate {
@@ -45,6 +47,7 @@ pub enum Command {
     },
     Replay(replay::ReplayArgs),
     Backfill(backfill::BackfillArgs),
+    Reconcile(reconcile::ReconcileArgs),
     Status(status::StatusArgs),
     Trigger(trigger::TriggerArgs),
 }
@@ -93,6 +96,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backfill(args) => {
             let summary = backfill::run(&args, &source, &mut stdout, interactive).await?;
             Ok(exit_code(summary.success()))
+        }
+        Command::Reconcile(args) => {
+            let report = reconcile::run(&args, &source, &mut stdout, interactive).await?;
+            Ok(exit_code(report.drift_left() == 0))
         }
         Command::Trigger(args) => {
             let report = trigger::run(&args, &source, &mut stdout).await?;

@@ -27,6 +27,26 @@ impl Progress {
         Self { bar }
     }
 
+    /// A counter for a run of unknown length (a spinner with the count), on a terminal only.
+    pub fn counting(interactive: bool, what: &str) -> Self {
+        let bar = interactive.then(|| {
+            let bar = ProgressBar::new_spinner();
+            if let Ok(style) = ProgressStyle::with_template("{spinner} {pos} {msg} ({elapsed})") {
+                bar.set_style(style);
+            }
+            bar.set_message(what.to_owned());
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            bar
+        });
+        Self { bar }
+    }
+
+    pub fn set_message(&self, what: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(what.to_owned());
+        }
+    }
+
     /// Prints one line above the bar (or plainly).
     pub fn line(&self, out: &mut dyn Write, line: &str) -> std::io::Result<()> {
         match &self.bar {

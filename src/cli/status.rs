@@ -1,19 +1,21 @@
-//! `stripe-worker status`: what the event log looks like now (see `ingest::report`), as a
-//! table or as JSON.
+//! `stripe-worker status`: what the event log looks like now (see `ingest::report`) and the
+//! catch-up's state (see `catchup`), as a table or as JSON.
 
 use std::io::Write;
 
+use chrono::{DateTime, Utc};
 use clap::Args;
 
+use crate::catchup::{self, CatchUpState};
 use crate::config::{DatabaseSettings, Source};
 use crate::db;
 use crate::ingest::report::{self, RetryQueue, StatusReport, StuckEvent};
 
-/// Show event counts, the retry queue and the oldest failures.
+/// Show event counts, the retry queue, the oldest failures and the catch-up.
 ///
 /// Counts by processing status and by type for the last 24 h and 7 d (by receipt time), the
-/// retry queue (due now, later, pending, held, expired leases), and the oldest failed and dead
-/// events with their errors.
+/// retry queue (due now, later, pending, held, expired leases), the oldest failed and dead
+/// events with their errors, and the catch-up's high-water mark, lag and last run.
 #[derive(Args, Debug, Clone, Default)]
 pub struct StatusArgs {
     /// One JSON document instead of tables.
@@ -21,21 +23,95 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// What `status` shows: the event log's report, and the catch-up's state per mode.
+#[derive(Debug, serde::Serialize)]
+pub struct Status {
+    #[serde(flatten)]
+    pub events: StatusReport,
+    pub catch_up: Vec<CatchUpState>,
+}
+
+impl std::ops::Deref for Status {
+    type Target = StatusReport;
+
+    fn deref(&self) -> &StatusReport {
+        &self.events
+    }
+}
+
 pub async fn run(
     args: &StatusArgs,
     src: &dyn Source,
     out: &mut dyn Write,
-) -> anyhow::Result<StatusReport> {
+) -> anyhow::Result<Status> {
     let settings = DatabaseSettings::from_source(src)?;
     let client = db::connect(&settings.url).await?;
-    let report = report::collect(&client).await?;
+    let status = Status {
+        events: report::collect(&client).await?,
+        catch_up: catchup::read_all(&client).await?,
+    };
     if args.json {
-        serde_json::to_writer_pretty(&mut *out, &report)?;
+        serde_json::to_writer_pretty(&mut *out, &status)?;
         writeln!(out)?;
     } else {
-        render(&report, out)?;
+        render(&status.events, out)?;
+        render_catch_up(&status, out)?;
     }
-    Ok(report)
+    Ok(status)
+}
+
+fn render_catch_up(s: &Status, out: &mut dyn Write) -> std::io::Result<()> {
+    let time = |t: Option<DateTime<Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    writeln!(out)?;
+    if s.catch_up.is_empty() {
+        return writeln!(
+            out,
+            "catch-up: never ran (it runs inside serve when STRIPE_SECRET_KEY is set)"
+        );
+    }
+    for c in &s.catch_up {
+        let lag = (s.generated_at - c.mark()).num_seconds().max(0);
+        writeln!(
+            out,
+            "catch-up ({}): high-water mark {} (lag {lag} s){}",
+            c.stream,
+            time(c.high_water_mark.or(Some(c.watching_since))),
+            match (&c.running_on, c.lease_until) {
+                (Some(holder), Some(until)) if until > s.generated_at =>
+                    format!(", running on {holder}"),
+                _ => String::new(),
+            }
+        )?;
+        let run = &c.last_run;
+        writeln!(
+            out,
+            "  last run: {} {} .. {}, listed {}, ingested {} (recovered {}), errors {}, rate limited {}",
+            run.status.as_deref().unwrap_or("never"),
+            time(run.started_at),
+            time(run.finished_at),
+            run.listed,
+            run.ingested,
+            run.recovered,
+            run.errors,
+            run.rate_limited
+        )?;
+        if let Some(e) = &run.last_error {
+            writeln!(out, "  last error: {e}")?;
+        }
+        writeln!(
+            out,
+            "  since {}: listed {}, ingested {}, recovered {}, errors {}",
+            time(Some(c.created_at)),
+            c.listed_total,
+            c.ingested_total,
+            c.recovered_total,
+            c.errors_total
+        )?;
+    }
+    Ok(())
 }
 
 /// Error messages are cut to this many characters in the table (the JSON has them whole).

@@ -2,11 +2,13 @@
 //! A missing or malformed variable stops the program with one line naming it; secret values are
 //! never part of an error message.
 
+mod catch_up;
 mod database;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+pub use catch_up::{CatchUpSettings, STRIPE_EVENT_RETENTION};
 pub use database::{DatabaseUrl, TlsMode};
 
 use crate::secret::Secret;
@@ -454,6 +456,8 @@ impl PipelineSettings {
 pub struct Settings {
     pub pipeline: PipelineSettings,
     pub webhook: WebhookSettings,
+    /// The catch-up inside `serve` (it runs only when STRIPE_SECRET_KEY is set).
+    pub catch_up: CatchUpSettings,
     pub host: String,
     pub port: u16,
     pub http_limits: HttpLimits,
@@ -465,6 +469,7 @@ impl Settings {
         Ok(Self {
             pipeline: PipelineSettings::from_source(src)?,
             webhook: WebhookSettings::from_source(src)?,
+            catch_up: CatchUpSettings::from_source(src)?,
             host: src.get("HOST").unwrap_or_else(|| "0.0.0.0".into()),
             port: parsed(src, "PORT", 8080u16)?,
             http_limits: HttpLimits::from_source(src)?,

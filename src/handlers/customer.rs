@@ -50,7 +50,13 @@ const UNLIST: &str =
 pub struct Customers;
 
 impl Customer {
-    fn email(&self) -> Option<Email> {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The address the directory records for this snapshot (`None` when there is none or it
+    /// is not an address).
+    pub fn email(&self) -> Option<Email> {
         self.email.as_deref().and_then(Email::parse)
     }
 

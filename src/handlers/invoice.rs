@@ -178,7 +178,25 @@ fn ts(secs: Option<i64>) -> Option<DateTime<Utc>> {
 }
 
 impl Invoice {
-    fn subscription_id(&self) -> Option<&str> {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn subtotal(&self) -> Option<i64> {
+        self.subtotal
+    }
+
+    /// What `invoices.amount_paid` records for this snapshot in `status`: before 2018 an
+    /// invoice said `paid` and its `total`, not `amount_paid`.
+    pub fn recorded_amount_paid(&self, status: &str) -> Option<i64> {
+        self.amount_paid.or_else(|| {
+            (status == "paid")
+                .then_some(self.total.or(self.amount_due))
+                .flatten()
+        })
+    }
+
+    pub fn subscription_id(&self) -> Option<&str> {
         self.parent
             .as_ref()
             .and_then(|p| p.subscription_details.as_ref())
@@ -186,7 +204,9 @@ impl Invoice {
             .or(self.subscription.as_deref())
     }
 
-    fn status(&self, event_type: &str) -> String {
+    /// The status the handler records for this snapshot, delivered as `event_type` (before
+    /// 2018 an invoice had no status: its `paid` flag or the event type tells).
+    pub fn status(&self, event_type: &str) -> String {
         if let Some(status) = &self.status {
             return status.clone();
         }
@@ -389,12 +409,7 @@ impl Handler for Invoices {
             });
         }
         let period = inv.period();
-        // Before 2018 an invoice said `paid` and its `total`, not `amount_paid`.
-        let amount_paid = inv.amount_paid.or_else(|| {
-            (status == "paid")
-                .then_some(inv.total.or(inv.amount_due))
-                .flatten()
-        });
+        let amount_paid = inv.recorded_amount_paid(&status);
         let paid_at = match status.as_str() {
             "paid" => ts(inv.status_transitions.as_ref().and_then(|t| t.paid_at)).or(event.created),
             _ => None,

@@ -23,6 +23,14 @@ mod subscription;
 
 pub use handler::{Applied, Handler, HandlerError, PrepareContext, Prepared, Route, Services};
 
+/// Stripe objects as the handlers read them, in any API version: what `reconcile` compares
+/// with the rows the handlers wrote.
+pub mod objects {
+    pub use super::customer::Customer;
+    pub use super::invoice::Invoice;
+    pub use super::subscription::{Snapshot, Subscription};
+}
+
 /// Every handler. An event type no handler lists is recorded and `ignored` (answered 200),
 /// never rejected: Stripe disables endpoints that keep failing.
 static HANDLERS: &[&dyn Route] = &[

@@ -32,7 +32,7 @@ begin
                                 'refunds', 'disputes', 'invoices', 'invoice_payments', 'access_grants',
                                 'voucher_redemption_attempts', 'products', 'prices', 'channels',
                                 'stripe_webhook_events', 'stripe_object_versions', 'migration_dedup_log',
-                                'stripe_customers')
+                                'stripe_customers', 'stripe_catch_up')
               and not (policyname = any(ours))
   loop
     raise notice 'api_surface: dropping policy % on %.%', p.policyname, p.schemaname, p.tablename;

@@ -6,7 +6,7 @@
 -- refused (42501) or, where RLS filters a permitted UPDATE, change nothing (checked as postgres).
 -- Runs in a transaction that is rolled back (supabase test db / pg_prove). Needs pgtap.
 begin;
-select plan(301);
+select plan(312);
 set local timezone = 'UTC';
 
 -- Deterministic fixtures: the ledger and billing triggers would derive grants, vouchers and
@@ -145,7 +145,7 @@ insert into rls_tables values
   ('migration_dedup_log', 'action', 'internal'), ('stripe_customers', 'email', 'internal'),
   ('refunds', 'status', 'own'), ('disputes', 'status', 'own'), ('invoices', 'status', 'own'),
   ('access_grants', 'status', 'own'), ('invoice_payments', 'status', 'internal'),
-  ('voucher_redemption_attempts', 'succeeded', 'internal');
+  ('voucher_redemption_attempts', 'succeeded', 'internal'), ('stripe_catch_up', 'run_status', 'internal');
 grant select on rls_tables to public;
 
 -- Row counts as postgres (service_role must see exactly these), kept in transaction-local settings

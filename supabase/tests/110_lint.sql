@@ -7,7 +7,7 @@
 -- revoke from anon/authenticated, set search_path) and, if it is meant to be exposed, add it to
 -- the allow-lists below.
 begin;
-select plan(16);
+select plan(17);
 
 create temp view lint_objects as
 select c.oid, c.relname, c.relkind, c.relrowsecurity, c.reloptions
@@ -179,6 +179,13 @@ select is(array(select format('%s on %s', t.tgname, t.tgrelid::regclass) from pg
                   and p.proname not in ('accounts_update_trigger', 'update_sse_from_accounts')
                 order by 1),
           '{}'::text[], 'no other trigger on a public table sends notifications');
+
+-- 12. the catch-up's progress (stripe-worker internal): RLS on, no policy, no API role reaches it.
+select ok((select relrowsecurity from pg_class where oid = 'public.stripe_catch_up'::regclass)
+          and not exists (select 1 from pg_policies where schemaname = 'public' and tablename = 'stripe_catch_up')
+          and not has_table_privilege('anon', 'public.stripe_catch_up', 'SELECT, INSERT, UPDATE, DELETE')
+          and not has_table_privilege('authenticated', 'public.stripe_catch_up', 'SELECT, INSERT, UPDATE, DELETE'),
+          'stripe_catch_up is internal: RLS on, no policy, nothing for anon/authenticated');
 
 select * from finish();
 rollback;

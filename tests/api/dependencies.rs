@@ -21,6 +21,7 @@ fn checkout_without_email() -> Value {
 /// them ends `failed` with a retry scheduled and `error` in its message.
 async fn only_the_events_that_need_it_fail(
     dependency: &fakes::Unresponsive,
+    path: &str,
     overrides: &[(&str, &str)],
     checkouts: Vec<Value>,
     error: &str,
@@ -43,8 +44,9 @@ async fn only_the_events_that_need_it_fail(
         })
         .collect();
     // Every checkout is waiting on the dependency at once: none holds one of the connections.
+    // (With STRIPE_SECRET_KEY the catch-up waits on Stripe too, on its own path.)
     wait_until("every checkout to call the hung dependency", || async {
-        dependency.accepted() == checkouts.len()
+        dependency.waiting_on(path) == checkouts.len()
     })
     .await;
 
@@ -93,6 +95,7 @@ async fn a_hung_stripe_api_fails_only_the_checkouts_that_need_it() {
     let checkouts = (0..6).map(|_| checkout_without_email()).collect();
     only_the_events_that_need_it_fail(
         &stripe,
+        "/v1/customers/",
         &[
             ("STRIPE_SECRET_KEY", "sk_test_fake_key_123"),
             ("STRIPE_API_BASE", &stripe.url),
@@ -115,6 +118,7 @@ async fn a_hung_supabase_auth_fails_only_the_checkouts_that_need_it() {
         .collect();
     only_the_events_that_need_it_fail(
         &auth,
+        "/auth/v1/admin/users",
         &[
             ("SUPABASE_URL", &auth.url),
             ("SUPABASE_SERVICE_ROLE_KEY", "service-role-key"),

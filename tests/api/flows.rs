@@ -22,7 +22,7 @@ async fn app() -> TestApp {
 
 /// Posts the events one by one in order; after each, lets the work it made due finish (as
 /// the time between Stripe's deliveries would). Returns (event id, type) pairs.
-async fn deliver(app: &TestApp, events: &[Value]) -> Vec<(String, String)> {
+pub async fn deliver(app: &TestApp, events: &[Value]) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for e in events {
         let answer = app.post_event(e).await;
@@ -60,7 +60,7 @@ async fn settle(app: &TestApp, answers: &[(String, String)]) {
 
 /// Time passes: the flow's failed events come due and are retried, three rounds (a woken event
 /// may be retried before the one it depends on). What still fails after that never applies.
-async fn retries_come_due(app: &TestApp, delivered: &[(String, String)]) {
+pub async fn retries_come_due(app: &TestApp, delivered: &[(String, String)]) {
     let ids: Vec<&str> = delivered.iter().map(|d| d.0.as_str()).collect();
     for _ in 0..3 {
         app.sql

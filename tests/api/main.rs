@@ -3,6 +3,7 @@
 mod architecture;
 mod auth_rows;
 mod catalog;
+mod catch_up;
 mod chaos;
 mod dependencies;
 mod entitlements;
@@ -22,6 +23,7 @@ mod processes;
 mod properties;
 mod purchase;
 mod purchase_paths;
+mod reconcile;
 mod signature_table;
 mod signature_vectors;
 mod subscription;

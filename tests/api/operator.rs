@@ -503,16 +503,16 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-async fn backfill_with(
+pub async fn backfill_with(
     app: &TestApp,
-    fake: &crate::fakes::Fake,
+    fake: &crate::fakes::FakeStripe,
     args: &backfill::BackfillArgs,
 ) -> (backfill::BackfillSummary, String) {
     let mut env = cli_env(app);
     env.insert("STRIPE_SECRET_KEY".into(), "sk_test_backfill_key".into());
     env.insert("STRIPE_API_BASE".into(), fake.url.clone());
     let mut out = Vec::new();
-    let backoff = stripe_worker::stripe_events::RateLimitBackoff {
+    let backoff = stripe_worker::stripe_list::RateLimitBackoff {
         base: std::time::Duration::from_millis(50),
         ..Default::default()
     };
@@ -562,7 +562,11 @@ async fn backfill_ingests_only_missing_events_oldest_first_survives_a_429_and_tw
     let mut all = in_range.clone();
     all.extend([too_old.clone(), too_new.clone()]);
     // The second request (the second page) is rate limited once.
-    let fake = crate::fakes::stripe_events(all, Some(1));
+    let fake = crate::fakes::fake_stripe(crate::fakes::StripeState {
+        events: all.iter().map(Value::to_string).collect(),
+        rate_limit_at: Some(1),
+        ..Default::default()
+    });
     let args = backfill::BackfillArgs {
         since: chrono::DateTime::from_timestamp(now - 7200, 0).unwrap(),
         until: Some(chrono::DateTime::from_timestamp(now - 120, 0).unwrap()),
@@ -586,10 +590,12 @@ async fn backfill_ingests_only_missing_events_oldest_first_survives_a_429_and_tw
         "{out}"
     );
     // The 429'd page was asked for again, the same way.
-    let log = fake.requests.lock().unwrap().clone();
-    assert_eq!(log[1].1, log[2].1, "{log:?}");
-    assert!(
-        log[0].1.contains("created%5Bgte%5D=") || log[0].1.contains("created[gte]="),
+    let log = fake.requests("/v1/events");
+    assert_eq!(log[1].answered, 429, "{log:?}");
+    assert_eq!(log[1].query, log[2].query, "{log:?}");
+    assert_eq!(
+        log[0].param("created[gte]"),
+        Some((now - 7200).to_string()),
         "{log:?}"
     );
 

@@ -10,14 +10,14 @@
 
 mod object;
 
+pub use self::object::{Snapshot, Subscription};
+
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use self::object::{
-    status_rank, tie_break, ts, PreviousAttributes, PriceRef, Snapshot, Subscription,
-};
+use self::object::{status_rank, tie_break, ts, PreviousAttributes, PriceRef};
 use super::provision::{self, PreparedBuyer};
 use super::{ordering, Applied, Handler, HandlerError, PrepareContext};
 use crate::envelope::EventEnvelope;
