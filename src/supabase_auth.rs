@@ -16,8 +16,8 @@ use crate::email::Email;
 pub struct AuthAdmin {
     http: reqwest::Client,
     settings: SupabaseAuthSettings,
-    /// `mailer_autoconfirm`, once the project answered.
-    autoconfirm: std::sync::Arc<tokio::sync::OnceCell<bool>>,
+    /// `mailer_autoconfirm` and when the project said so.
+    autoconfirm: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, bool)>>>,
 }
 
 impl std::fmt::Debug for AuthAdmin {
@@ -27,6 +27,9 @@ impl std::fmt::Debug for AuthAdmin {
             .finish()
     }
 }
+
+/// How long the project's sign-up setting is trusted before it is asked again.
+const AUTOCONFIRM_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Created {
@@ -88,37 +91,40 @@ impl AuthAdmin {
         })
     }
 
-    /// Whether the project confirms new sign-ups by itself ("Confirm email" off). Asked once;
-    /// an answer that does not come is an error (asked again next time).
+    /// Whether the project confirms new sign-ups by itself ("Confirm email" off). The answer is
+    /// kept for `AUTOCONFIRM_MAX_AGE`; a request that fails is an error (the event that needed
+    /// it is retried), and concurrent callers never wait for each other.
     pub async fn project_autoconfirms(&self) -> Result<bool, AuthAdminError> {
         #[derive(Deserialize)]
         struct Settings {
             #[serde(default)]
             mailer_autoconfirm: bool,
         }
-        self.autoconfirm
-            .get_or_try_init(|| async {
-                let key = self.settings.service_role_key.expose();
-                let resp = self
-                    .http
-                    .get(format!("{}/auth/v1/settings", self.settings.url))
-                    .header("apikey", key)
-                    .bearer_auth(key)
-                    .send()
-                    .await
-                    .map_err(AuthAdminError::request)?;
-                let status = resp.status();
-                if !status.is_success() {
-                    return Err(AuthAdminError(format!("settings: {status}")));
-                }
-                let settings: Settings = resp
-                    .json()
-                    .await
-                    .map_err(|e| AuthAdminError(format!("unexpected settings: {e}")))?;
-                Ok(settings.mailer_autoconfirm)
-            })
+        if let Some((at, known)) = *self.autoconfirm.lock().unwrap() {
+            if at.elapsed() < AUTOCONFIRM_MAX_AGE {
+                return Ok(known);
+            }
+        }
+        let key = self.settings.service_role_key.expose();
+        let resp = self
+            .http
+            .get(format!("{}/auth/v1/settings", self.settings.url))
+            .header("apikey", key)
+            .bearer_auth(key)
+            .send()
             .await
-            .copied()
+            .map_err(AuthAdminError::request)?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(AuthAdminError(format!("settings: {status}")));
+        }
+        let settings: Settings = resp
+            .json()
+            .await
+            .map_err(|e| AuthAdminError(format!("unexpected settings: {e}")))?;
+        *self.autoconfirm.lock().unwrap() =
+            Some((std::time::Instant::now(), settings.mailer_autoconfirm));
+        Ok(settings.mailer_autoconfirm)
     }
 
     pub async fn create_user(

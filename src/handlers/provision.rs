@@ -134,7 +134,7 @@ pub async fn prepare_buyer(
     cx: &PrepareContext<'_>,
     buyer: Buyer,
 ) -> Result<Option<PreparedBuyer>, HandlerError> {
-    let confirm_email = confirmed(cx).await;
+    let confirm_email = confirmed(cx).await?;
     let auth_user = match cx.auth_admin {
         Some(admin) if !customer_is_mapped(cx, buyer.stripe_customer.as_deref()).await? => {
             match find_auth_user(cx, &buyer.email).await? {
@@ -167,19 +167,14 @@ pub async fn prepare_buyer(
 /// Whether a new buyer's address counts as confirmed. `auto` follows the project: where it
 /// confirms sign-ups by itself, an unconfirmed user would be confirmed for (and handed to)
 /// whoever signs up with the address first, so the buyer's user is created confirmed; where it
-/// sends confirmation mails, it is not. Without the admin API the project cannot be asked.
-async fn confirmed(cx: &PrepareContext<'_>) -> bool {
-    match (cx.confirm_checkout_email, cx.auth_admin) {
+/// sends confirmation mails, it is not. Without the admin API the project cannot be asked; when
+/// it does not answer, the event waits for it (it could not create the user either).
+async fn confirmed(cx: &PrepareContext<'_>) -> Result<bool, HandlerError> {
+    Ok(match (cx.confirm_checkout_email, cx.auth_admin) {
         (ConfirmCheckoutEmail::Yes, _) => true,
         (ConfirmCheckoutEmail::No, _) | (ConfirmCheckoutEmail::Auto, None) => false,
-        (ConfirmCheckoutEmail::Auto, Some(admin)) => match admin.project_autoconfirms().await {
-            Ok(autoconfirms) => autoconfirms,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the project's sign-up settings: the buyer's address is not confirmed");
-                false
-            }
-        },
-    }
+        (ConfirmCheckoutEmail::Auto, Some(admin)) => admin.project_autoconfirms().await?,
+    })
 }
 
 /// `$3`: whether a new user's address counts as confirmed (AUTH_CONFIRM_CHECKOUT_EMAIL).

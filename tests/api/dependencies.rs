@@ -123,6 +123,9 @@ async fn a_hung_supabase_auth_fails_only_the_checkouts_that_need_it() {
             ("SUPABASE_URL", &auth.url),
             ("SUPABASE_SERVICE_ROLE_KEY", "service-role-key"),
             ("SUPABASE_AUTH_TIMEOUT_SECS", "5"),
+            // Decided here, so the first call each checkout makes is the user creation (with
+            // `auto` it would first ask the hung server for the project's sign-up settings).
+            ("AUTH_CONFIRM_CHECKOUT_EMAIL", "false"),
         ],
         checkouts,
         "Supabase Auth admin API: request timed out",
