@@ -268,6 +268,7 @@ fn status_rank(status: &str) -> i64 {
     }
 }
 
+/// Parameters: `InvoiceRow`.
 const UPSERT: &str = "
 insert into public.invoices
   (stripe_invoice_id, stripe_customer_id, user_id, stripe_subscription_id, status, billing_reason,
@@ -358,87 +359,165 @@ impl Handler for Invoices {
         tx: &Transaction<'_>,
     ) -> Result<Applied, HandlerError> {
         let status = inv.status(&event.event_type);
-        // Which payment paid it: facts that hold whatever the snapshot's age.
-        if let Some(intent) = &inv.payment_intent {
-            link_payment(tx, &inv.id, intent, inv.amount_paid).await?;
-        } else if let Some(charge) = &inv.charge {
-            let stmt = tx.prepare_cached(CHARGE_INTENT).await?;
-            if let Some(row) = tx.query_opt(&stmt, &[charge]).await? {
-                link_payment(tx, &inv.id, row.get(0), inv.amount_paid).await?;
-            }
-        }
-        let mut user_id = provision::resolve_customer(tx, inv.customer.as_deref()).await?;
-        if user_id.is_none() {
-            if let Some(sub) = inv.subscription_id() {
-                let stmt = tx.prepare_cached(SUBSCRIPTION_OWNER).await?;
-                user_id = tx.query_opt(&stmt, &[&sub]).await?.map(|r| r.get(0));
-            }
-        }
-        let mut linked_customer = None;
-        if let (None, Some(customer)) = (user_id, &inv.customer) {
-            match &prepared {
-                Some(p) => {
-                    let user = provision::provision(tx, p).await?;
-                    provision::link_customer(tx, user, customer, Some(&p.buyer.email)).await?;
-                    user_id = Some(user);
-                    linked_customer = Some(customer.clone());
-                }
-                None if status == "paid" => {
-                    provision::wait_if_buyer_arrived(tx, customer).await?;
-                }
-                None => {}
-            }
-        }
+        link_paying_intent(tx, &inv).await?;
+        let applied = owner(tx, &inv, &status, prepared.as_ref()).await?;
         if event.event_type == "invoice.payment_failed" {
             let meta = json!({
                 "invoice": inv.id, "subscription": inv.subscription_id(), "customer": inv.customer,
                 "amount_due": inv.amount_due, "attempt_count": inv.attempt_count,
             });
-            billing::record_failed_payment(tx, event, user_id, inv.currency.as_deref(), meta)
-                .await?;
+            billing::record_failed_payment(
+                tx,
+                event,
+                applied.user_id,
+                inv.currency.as_deref(),
+                meta,
+            )
+            .await?;
         }
-        let applied = Applied {
-            user_id,
-            linked_customer,
-            ..Applied::default()
-        };
         if !ordering::claim(tx, "invoice", &inv.id, event, status_rank(&status), false).await? {
             return Ok(Applied {
                 note: Some(ordering::stale_note(&inv.id)),
                 ..applied
             });
         }
-        let period = inv.period();
-        let amount_paid = inv.recorded_amount_paid(&status);
-        let paid_at = match status.as_str() {
-            "paid" => ts(inv.status_transitions.as_ref().and_then(|t| t.paid_at)).or(event.created),
-            _ => None,
-        };
+        let row = InvoiceRow::new(&inv, &status, applied.user_id, event);
         let stmt = tx.prepare_cached(UPSERT).await?;
-        tx.execute(
-            &stmt,
-            &[
-                &inv.id,
-                &inv.customer,
-                &user_id,
-                &inv.subscription_id(),
-                &status,
-                &inv.billing_reason,
-                &inv.currency.as_deref().unwrap_or("usd"),
-                &inv.amount_due,
-                &amount_paid,
-                &inv.subtotal,
-                &inv.total,
-                &inv.attempt_count,
-                &paid_at,
-                &period.map(|p| p.0),
-                &period.map(|p| p.1),
-                &inv.lines_json(),
-                &event.livemode,
-                &ts(inv.created).or(event.created),
-            ],
-        )
-        .await?;
+        tx.execute(&stmt, &row.params()).await?;
         Ok(applied)
+    }
+}
+
+/// Which payment paid the invoice (before API 2025-03-31.basil the invoice names it): a fact
+/// whatever the snapshot's age.
+async fn link_paying_intent(tx: &Transaction<'_>, inv: &Invoice) -> Result<(), HandlerError> {
+    if let Some(intent) = &inv.payment_intent {
+        link_payment(tx, &inv.id, intent, inv.amount_paid).await?;
+    } else if let Some(charge) = &inv.charge {
+        let stmt = tx.prepare_cached(CHARGE_INTENT).await?;
+        if let Some(row) = tx.query_opt(&stmt, &[charge]).await? {
+            link_payment(tx, &inv.id, row.get(0), inv.amount_paid).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The invoice's buyer: its customer's user, else the stored subscription's owner (the
+/// customer's mapping may be gone), else — a paid invoice — the buyer `prepare` found, now
+/// provisioned and linked. None: stored unlinked until the customer is mapped.
+async fn owner(
+    tx: &Transaction<'_>,
+    inv: &Invoice,
+    status: &str,
+    prepared: Option<&PreparedBuyer>,
+) -> Result<Applied, HandlerError> {
+    if let Some(user) = provision::resolve_customer(tx, inv.customer.as_deref()).await? {
+        return Ok(Applied::for_user(Some(user)));
+    }
+    if let Some(sub) = inv.subscription_id() {
+        let stmt = tx.prepare_cached(SUBSCRIPTION_OWNER).await?;
+        if let Some(row) = tx.query_opt(&stmt, &[&sub]).await? {
+            return Ok(Applied::for_user(Some(row.get(0))));
+        }
+    }
+    let Some(customer) = &inv.customer else {
+        return Ok(Applied::default());
+    };
+    match prepared {
+        Some(p) => {
+            let user = provision::provision(tx, p).await?;
+            provision::link_customer(tx, user, customer, Some(&p.buyer.email)).await?;
+            Ok(Applied {
+                linked_customer: Some(customer.clone()),
+                ..Applied::for_user(Some(user))
+            })
+        }
+        None => {
+            if status == "paid" {
+                provision::wait_if_buyer_arrived(tx, customer).await?;
+            }
+            Ok(Applied::default())
+        }
+    }
+}
+
+/// `UPSERT`'s parameters, in their order ($1 … $18).
+struct InvoiceRow<'a> {
+    id: &'a str,
+    customer: Option<&'a str>,
+    user_id: Option<uuid::Uuid>,
+    subscription: Option<&'a str>,
+    status: &'a str,
+    billing_reason: Option<&'a str>,
+    currency: &'a str,
+    amount_due: Option<i64>,
+    amount_paid: Option<i64>,
+    subtotal: Option<i64>,
+    total: Option<i64>,
+    attempt_count: Option<i32>,
+    paid_at: Option<DateTime<Utc>>,
+    period_start: Option<DateTime<Utc>>,
+    period_end: Option<DateTime<Utc>>,
+    lines: serde_json::Value,
+    livemode: bool,
+    created: Option<DateTime<Utc>>,
+}
+
+impl<'a> InvoiceRow<'a> {
+    fn new(
+        inv: &'a Invoice,
+        status: &'a str,
+        user_id: Option<uuid::Uuid>,
+        event: &EventEnvelope,
+    ) -> Self {
+        let period = inv.period();
+        Self {
+            id: &inv.id,
+            customer: inv.customer.as_deref(),
+            user_id,
+            subscription: inv.subscription_id(),
+            status,
+            billing_reason: inv.billing_reason.as_deref(),
+            currency: inv.currency.as_deref().unwrap_or("usd"),
+            amount_due: inv.amount_due,
+            amount_paid: inv.recorded_amount_paid(status),
+            subtotal: inv.subtotal,
+            total: inv.total,
+            attempt_count: inv.attempt_count,
+            paid_at: match status {
+                "paid" => {
+                    ts(inv.status_transitions.as_ref().and_then(|t| t.paid_at)).or(event.created)
+                }
+                _ => None,
+            },
+            period_start: period.map(|p| p.0),
+            period_end: period.map(|p| p.1),
+            lines: inv.lines_json(),
+            livemode: event.livemode,
+            created: ts(inv.created).or(event.created),
+        }
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 18] {
+        [
+            &self.id,
+            &self.customer,
+            &self.user_id,
+            &self.subscription,
+            &self.status,
+            &self.billing_reason,
+            &self.currency,
+            &self.amount_due,
+            &self.amount_paid,
+            &self.subtotal,
+            &self.total,
+            &self.attempt_count,
+            &self.paid_at,
+            &self.period_start,
+            &self.period_end,
+            &self.lines,
+            &self.livemode,
+            &self.created,
+        ]
     }
 }
