@@ -58,9 +58,23 @@ impl Session {
 
 pub struct CheckoutCompleted;
 
+/// What `prepare` found: the buyer, and (when the session's metadata does not name it) the
+/// price its first line item sold, from Stripe's API.
+#[derive(Default)]
+pub struct Sale {
+    buyer: Option<PreparedBuyer>,
+    price_from_line_items: Option<String>,
+}
+
+impl Session {
+    fn metadata_price(&self) -> Option<&str> {
+        self.metadata.get("price_id").and_then(|v| v.as_str())
+    }
+}
+
 impl Handler for CheckoutCompleted {
     type Object = Session;
-    type Prepared = Option<PreparedBuyer>;
+    type Prepared = Sale;
     const OBJECT: &'static str = "checkout session";
     const EVENT_TYPES: &'static [&'static str] = &[
         "checkout.session.completed",
@@ -70,43 +84,36 @@ impl Handler for CheckoutCompleted {
 
     /// The buyer's email (`customer_details.email`, else the prefilled `customer_email`, else
     /// the directory's or Stripe's for the session's customer) and, with the admin API, their
-    /// auth user.
+    /// auth user; for a one-time payment whose metadata names no price, the price of its first
+    /// line item (with STRIPE_SECRET_KEY: the webhook's session does not list them).
     async fn prepare(
         &self,
         s: &Session,
         _: &EventEnvelope,
         cx: &PrepareContext<'_>,
-    ) -> Result<Option<PreparedBuyer>, HandlerError> {
+    ) -> Result<Sale, HandlerError> {
         if !s.is_paid() {
-            return Ok(None);
+            return Ok(Sale::default());
         }
-        let details = s.customer_details.as_ref();
-        let email = details
-            .and_then(|d| d.email.as_deref())
-            .or(s.customer_email.as_deref());
-        let name = details.and_then(|d| d.name.as_deref());
-        match provision::find_buyer(cx, s.customer.as_deref(), email, name).await? {
-            Some(buyer) => provision::prepare_buyer(cx, buyer).await,
-            None => match &s.customer {
-                None => Err(HandlerError::invalid(
-                    "checkout session",
-                    "no buyer email and no customer",
-                )),
-                Some(customer) if cx.stripe.is_none() => Err(HandlerError::NotYet(format!(
-                    "no buyer email in session {}: waiting for customer {customer}'s email (or set STRIPE_SECRET_KEY to look it up)",
-                    s.id
-                ))),
-                Some(customer) => Err(HandlerError::NotYet(format!(
-                    "Stripe customer {customer} has no email"
-                ))),
-            },
-        }
+        let buyer = buyer(s, cx).await?;
+        let price_from_line_items = match (s.mode.as_deref(), s.metadata_price(), cx.stripe) {
+            (Some("payment") | None, None, Some(api)) => api
+                .checkout_line_items(&s.id)
+                .await?
+                .into_iter()
+                .find_map(|item| item.price),
+            _ => None,
+        };
+        Ok(Sale {
+            buyer,
+            price_from_line_items,
+        })
     }
 
     async fn apply(
         &self,
         s: Session,
-        prepared: Option<PreparedBuyer>,
+        sale: Sale,
         event: &EventEnvelope,
         tx: &Transaction<'_>,
     ) -> Result<Applied, HandlerError> {
@@ -117,7 +124,9 @@ impl Handler for CheckoutCompleted {
                 s.payment_status.as_deref().unwrap_or("unpaid")
             )));
         }
-        let prepared = prepared.ok_or_else(|| HandlerError::NotYet("buyer not resolved".into()))?;
+        let prepared = sale
+            .buyer
+            .ok_or_else(|| HandlerError::NotYet("buyer not resolved".into()))?;
         let buyer = &prepared.buyer;
         let user_id = provision::provision(tx, &prepared).await?;
         let mut applied = Applied::for_user(Some(user_id));
@@ -125,7 +134,7 @@ impl Handler for CheckoutCompleted {
             Some("payment") | None => {
                 // A session with nothing to pay has no payment intent; it is keyed by the session.
                 let intent = s.payment_intent.clone().unwrap_or_else(|| s.id.clone());
-                let price_id = s.metadata.get("price_id").and_then(|v| v.as_str());
+                let price_id = s.metadata_price().or(sale.price_from_line_items.as_deref());
                 upsert(
                     tx,
                     &IntentRow {
@@ -159,5 +168,33 @@ impl Handler for CheckoutCompleted {
             applied.linked_customer = Some(customer.clone());
         }
         Ok(applied)
+    }
+}
+
+/// The session's buyer, prepared (see `provision::prepare_buyer`).
+async fn buyer(
+    s: &Session,
+    cx: &PrepareContext<'_>,
+) -> Result<Option<PreparedBuyer>, HandlerError> {
+    let details = s.customer_details.as_ref();
+    let email = details
+        .and_then(|d| d.email.as_deref())
+        .or(s.customer_email.as_deref());
+    let name = details.and_then(|d| d.name.as_deref());
+    match provision::find_buyer(cx, s.customer.as_deref(), email, name).await? {
+        Some(buyer) => provision::prepare_buyer(cx, buyer).await,
+        None => match &s.customer {
+            None => Err(HandlerError::invalid(
+                "checkout session",
+                "no buyer email and no customer",
+            )),
+            Some(customer) if cx.stripe.is_none() => Err(HandlerError::NotYet(format!(
+                "no buyer email in session {}: waiting for customer {customer}'s email (or set STRIPE_SECRET_KEY to look it up)",
+                s.id
+            ))),
+            Some(customer) => Err(HandlerError::NotYet(format!(
+                "Stripe customer {customer} has no email"
+            ))),
+        },
     }
 }

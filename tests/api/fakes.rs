@@ -252,6 +252,9 @@ pub struct StripeState {
     pub objects: Vec<Value>,
     /// Customers Stripe deleted (retrievable as `{"id", "object": "customer", "deleted": true}`).
     pub deleted_customers: Vec<String>,
+    /// Checkout Sessions' line items (price id, quantity), served by
+    /// `GET /v1/checkout/sessions/{id}/line_items` as Stripe's list of `item` objects.
+    pub line_items: std::collections::HashMap<String, Vec<(String, i64)>>,
     /// Every request is answered 429 while set.
     pub storm: bool,
     /// The request numbered this (0-based, all paths) is answered 429, once.
@@ -593,6 +596,24 @@ fn respond(
                 .filter(|o| wanted.as_deref().is_none_or(|w| o["status"] == w))
                 .collect();
             list_page(as_items(invoices), &query, path)
+        }
+        _ if path.starts_with("/v1/checkout/sessions/") && path.ends_with("/line_items") => {
+            let session = &path["/v1/checkout/sessions/".len()..path.len() - "/line_items".len()];
+            let Some(items) = s.line_items.get(session) else {
+                return not_found(session);
+            };
+            let data: Vec<Value> = items
+                .iter()
+                .enumerate()
+                .map(|(n, (price, quantity))| {
+                    json!({"id": format!("li_{session}_{n}"), "object": "item",
+                           "amount_subtotal": 0, "amount_total": 0, "currency": "usd",
+                           "description": "item", "quantity": quantity,
+                           "price": {"id": price, "object": "price", "type": "one_time"}})
+                })
+                .collect();
+            HttpResponse::Ok().json(json!({"object": "list", "data": data, "has_more": false,
+                                           "url": path}))
         }
         _ => {
             let Some((list, id)) = path.rsplit_once('/') else {

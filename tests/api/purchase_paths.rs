@@ -423,3 +423,69 @@ async fn a_renewal_of_a_buyer_whose_customer_event_comes_last_is_provisioned_onc
     let p2 = renewal.period.unwrap();
     assert_eq!(h.expiry, Some(iso(p2.end)));
 }
+
+#[tokio::test]
+async fn a_checkout_without_price_metadata_gets_its_price_from_the_line_items() {
+    let mut shop = shop(1000, ApiVersion::DEFAULT);
+    let onetime = shop.catalog.onetime.clone();
+    let pay = shop.checkout_payment(Buyer::New, onetime.clone());
+    let email = shop.email().to_owned();
+    // A shop that never set metadata[price_id]: neither the session nor the intent names it.
+    let events: Vec<Value> = shop
+        .into_events()
+        .into_iter()
+        .map(|mut e| {
+            if let Some(m) = e["data"]["object"]["metadata"].as_object_mut() {
+                m.remove("price_id");
+            }
+            e
+        })
+        .collect();
+    let mut state = crate::fakes::StripeState::default();
+    state.objects_from_events(&events);
+    state.line_items.insert(
+        pay.checkout_session.clone().unwrap(),
+        vec![(onetime.id.clone(), 1)],
+    );
+    let stripe = crate::fakes::fake_stripe(state);
+    let app = spawn_app_with(
+        fresh_db().await,
+        &[
+            ("STRIPE_SECRET_KEY", "sk_test_fake_key_123"),
+            ("STRIPE_API_BASE", &stripe.url),
+        ],
+    )
+    .await;
+    deliver_in_order(&app, &events).await;
+    let h = holdings(&app, &email).await;
+    assert_eq!(h.grants.len(), 1, "{h:#?}");
+    assert!(
+        h.grants[0].starts_with("purchase 12 active"),
+        "the demo pack's 12 months, from its line item: {h:#?}"
+    );
+    let asked = stripe.requests(&format!(
+        "/v1/checkout/sessions/{}/line_items",
+        pay.checkout_session.unwrap()
+    ));
+    assert_eq!(asked.len(), 1, "asked once");
+
+    // Without a key nothing tells: the purchase gets the default month (the price is unknown).
+    let app = spawn_app().await;
+    let mut shop = self::shop(1001, ApiVersion::DEFAULT);
+    let onetime = shop.catalog.onetime.clone();
+    shop.checkout_payment(Buyer::New, onetime);
+    let email = shop.email().to_owned();
+    let events: Vec<Value> = shop
+        .into_events()
+        .into_iter()
+        .map(|mut e| {
+            if let Some(m) = e["data"]["object"]["metadata"].as_object_mut() {
+                m.remove("price_id");
+            }
+            e
+        })
+        .collect();
+    deliver_in_order(&app, &events).await;
+    let h = holdings(&app, &email).await;
+    assert!(h.grants[0].starts_with("purchase 1 active"), "{h:#?}");
+}
