@@ -1,34 +1,56 @@
 //! Load generator for `scripts/bench.sh`: N unique, signed Stripe events at concurrency C over
-//! keep-alive HTTP/1.1. Every body is built and signed before the clock starts; events that
-//! must exist first (subscribers, the originals of duplicates) are delivered untimed.
+//! keep-alive HTTP/1.1. The events come from `stripe_worker::fixtures` (the shapes and order
+//! Stripe sends); every body is built and signed before the clock starts, and the events that
+//! must exist first (subscribers, earlier purchases, the originals of duplicates) are delivered
+//! untimed, flow step by flow step so that each buyer's events arrive in Stripe's order.
 //!
-//! Prints one JSON line: events/s, latency percentiles, non-2xx and transport errors.
+//! With `--database-url` it also reads the server's WAL counters around the timed phase (and
+//! can checkpoint first and reset `pg_stat_statements`), so WAL bytes and full-page images per
+//! event come from the same window as the rate.
+//!
+//! Prints one JSON line: events/s, latency percentiles, answers, CPU and WAL per event.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use serde_json::{json, Value};
+use stripe_worker::fixtures::{Buyer, Catalog, Outcome, Price, Shop, ShopOptions, DAY};
 use stripe_worker::signature::WebhookSecret;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Mix {
-    /// product.updated / price.updated across many products.
+    /// product.updated / price.updated alternating across many products.
     Catalog,
-    /// checkout.session.completed for new buyers plus their payment_intent.succeeded.
+    /// product.updated only.
+    Product,
+    /// A new buyer's Checkout purchase: payment_intent.succeeded and checkout.session.completed
+    /// (metadata[price_id] names what was bought).
     Purchase,
-    /// customer.subscription.updated for subscribers provisioned before the clock starts.
+    /// A renewal of subscribers signed up before the clock: customer.subscription.updated (the
+    /// period moves) and the invoice.paid that pays the new period.
     Subscription,
-    /// catalog events delivered once untimed, then the same events again (timed).
+    /// customer.subscription.updated only (the renewal's period move).
+    SubscriptionUpdated,
+    /// A returning buyer's second purchase: payment_intent.succeeded of a mapped customer.
+    IntentMapped,
+    /// payment_intent.succeeded of a customer nobody knows, with no address anywhere (stored
+    /// unlinked until the customer's own event arrives).
+    IntentUnknown,
+    /// Catalog events delivered once untimed, then the same events again (timed).
     Duplicates,
 }
 
 #[derive(Parser)]
 struct Args {
-    /// The worker's base URL (http://127.0.0.1:PORT).
+    /// The service's base URL (http://127.0.0.1:PORT).
     #[arg(long)]
     url: String,
+    /// The webhook route.
+    #[arg(long, default_value = "/webhooks/stripe")]
+    path: String,
     #[arg(long, value_enum)]
     mix: Mix,
     #[arg(long, default_value_t = 10_000)]
@@ -38,15 +60,25 @@ struct Args {
     /// Makes ids unique across runs against the same database.
     #[arg(long, default_value = "run")]
     run: String,
-    /// Products the catalog mix spreads its events over.
+    /// Products the catalog mixes spread their events over.
     #[arg(long, default_value_t = 1_000)]
     products: usize,
-    /// The worker's PID: its CPU time during the timed phase is reported per event.
+    /// The service's PID: its CPU time during the timed phase is reported per event.
     #[arg(long)]
     worker_pid: Option<u32>,
     /// The postmaster's PID: CPU time of it and its children (the backends), per event.
     #[arg(long)]
     postmaster_pid: Option<u32>,
+    /// A superuser connection to the server: WAL counters around the timed phase.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// CHECKPOINT before the clock starts, so every timed phase starts from the same state
+    /// (the first change of each page after a checkpoint writes a full-page image).
+    #[arg(long)]
+    checkpoint: bool,
+    /// pg_stat_statements_reset() before the clock starts.
+    #[arg(long)]
+    reset_statements: bool,
 }
 
 /// utime + stime of `pid` in clock ticks (0 when it is gone).
@@ -87,141 +119,173 @@ fn family(pid: u32) -> Vec<u32> {
     pids
 }
 
-/// CPU ticks of the worker and of PostgreSQL, as far as their PIDs are known.
+/// CPU ticks of the service (and its children: a Node service may fork) and of PostgreSQL.
 fn cpu(args: &Args) -> (u64, u64) {
-    let worker = args.worker_pid.map_or(0, ticks);
+    let worker = args
+        .worker_pid
+        .map_or(0, |pid| family(pid).into_iter().map(ticks).sum());
     let pg = args
         .postmaster_pid
         .map_or(0, |pm| family(pm).into_iter().map(ticks).sum());
     (worker, pg)
 }
 
-const DAY: i64 = 86_400;
+/// A seed per (run, index): every run and every buyer gets its own ids.
+fn seed(run: &str, i: usize) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in run.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x1000_0000_01b3);
+    }
+    let mut z = h ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
 
-fn envelope(id: String, kind: &str, created: i64, object: Value) -> Value {
-    json!({
-        "id": id, "object": "event", "api_version": "2025-03-31.basil", "created": created,
-        "data": {"object": object}, "livemode": false, "pending_webhooks": 1,
-        "request": {"id": null, "idempotency_key": null}, "type": kind
+fn shop(run: &str, i: usize, start: i64) -> Shop {
+    Shop::new(ShopOptions {
+        seed: seed(run, i),
+        start,
+        ..ShopOptions::default()
     })
 }
 
-fn catalog(run: &str, n: usize, products: usize, t0: i64) -> Vec<Value> {
-    (0..n)
-        .map(|i| {
-            let p = i % products;
-            let created = t0 + (i / products) as i64;
-            let id = format!("evt_{run}_cat_{i}");
-            if i % 2 == 0 {
-                envelope(
-                    id,
-                    "product.updated",
-                    created,
-                    json!({
-                    "id": format!("prod_{run}_{p}"), "object": "product", "active": true,
-                    "name": format!("Product {p}"), "description": "bench", "images": [],
-                    "metadata": {"tier": "basic"}, "livemode": false}),
-                )
-            } else {
-                envelope(
-                    id,
-                    "price.updated",
-                    created,
-                    json!({
-                    "id": format!("price_{run}_{p}"), "object": "price", "active": true,
-                    "product": format!("prod_{run}_{p}"), "currency": "usd", "unit_amount": 900,
-                    "type": "recurring", "nickname": "Monthly", "lookup_key": null, "metadata": {},
-                    "recurring": {"interval": "month", "interval_count": 1}, "livemode": false}),
-                )
-            }
-        })
+fn of_types(events: &[Value], types: &[&str]) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| types.contains(&e["type"].as_str().unwrap_or("")))
+        .cloned()
         .collect()
 }
 
-fn purchase(run: &str, n: usize, t0: i64) -> Vec<Value> {
-    (0..n)
-        .map(|i| {
-            let b = i / 2;
-            let (customer, intent) = (format!("cus_{run}_{b}"), format!("pi_{run}_{b}"));
-            let id = format!("evt_{run}_buy_{i}");
-            if i % 2 == 0 {
-                envelope(
-                    id,
-                    "checkout.session.completed",
-                    t0,
-                    json!({
-                    "id": format!("cs_{run}_{b}"), "object": "checkout.session", "mode": "payment",
-                    "status": "complete", "payment_status": "paid", "amount_total": 4900,
-                    "currency": "usd", "customer": customer, "customer_email": null,
-                    "customer_details": {"email": format!("buyer.{run}.{b}@example.com"),
-                                         "name": "Bench Buyer", "address": {"country": "DE"}},
-                    "payment_intent": intent, "subscription": null,
-                    "metadata": {"price_id": "price_demo_onetime"}, "livemode": false}),
-                )
-            } else {
-                envelope(
-                    id,
-                    "payment_intent.succeeded",
-                    t0,
-                    json!({
-                    "id": intent, "object": "payment_intent", "amount": 4900,
-                    "amount_received": 4900, "currency": "usd", "customer": customer,
-                    "receipt_email": null, "status": "succeeded", "metadata": {},
-                    "latest_charge": format!("ch_{run}_{b}"), "livemode": false}),
-                )
-            }
+/// The events of one flow, split at the clock: (before it, timed).
+type Flow = (Vec<Value>, Vec<Value>);
+
+/// Renames of `products` products (product.updated, price.updated), one round per second so
+/// that every event is newer than the last one applied to its object.
+fn catalog(run: &str, n: usize, products: usize, t0: i64, types: &[&str]) -> Vec<Value> {
+    let mut shop = shop(run, usize::MAX, t0);
+    let prices: Vec<Price> = (0..products)
+        .map(|p| Price {
+            id: format!("price_{run}_{p}"),
+            product: format!("prod_{run}_{p}"),
+            product_name: format!("Product {p}"),
+            nickname: "Monthly".into(),
+            ..Catalog::demo().monthly
         })
-        .collect()
-}
-
-fn subscription_snapshot(run: &str, s: usize, kind: &str, at: i64, period: (i64, i64)) -> Value {
-    let price = json!({"id": "price_demo_monthly", "object": "price", "product": "prod_demo_monthly",
-        "active": true, "currency": "usd", "unit_amount": 900, "type": "recurring",
-        "recurring": {"interval": "month", "interval_count": 1}});
-    envelope(
-        format!("evt_{run}_sub_{kind}_{s}"),
-        kind,
-        at,
-        json!({
-        "id": format!("sub_{run}_{s}"), "object": "subscription",
-        "customer": format!("cus_{run}_s{s}"), "status": "active", "cancel_at_period_end": false,
-        "created": at, "cancel_at": null, "canceled_at": null, "ended_at": null,
-        "trial_start": null, "trial_end": null, "metadata": {}, "livemode": false,
-        "items": {"object": "list", "data": [{"id": "si_1", "object": "subscription_item",
-            "price": price, "quantity": 1,
-            "current_period_start": period.0, "current_period_end": period.1}]}}),
-    )
-}
-
-/// (untimed set-up phases, timed events). The checkouts go first, so that the subscriptions
-/// they map are created (not failed and waiting for a retry) before the clock starts.
-fn subscription(run: &str, n: usize, t0: i64) -> (Vec<Vec<Value>>, Vec<Value>) {
-    let p1 = (t0, t0 + 30 * DAY);
-    let (mut checkouts, mut created) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    for s in 0..n {
-        checkouts.push(envelope(
-            format!("evt_{run}_subco_{s}"),
-            "checkout.session.completed",
-            t0,
-            json!({
-            "id": format!("cs_{run}_s{s}"), "object": "checkout.session", "mode": "subscription",
-            "status": "complete", "payment_status": "paid", "amount_total": 900, "currency": "usd",
-            "customer": format!("cus_{run}_s{s}"), "payment_intent": null,
-            "customer_details": {"email": format!("sub.{run}.{s}@example.com"), "name": "Sam"},
-            "subscription": format!("sub_{run}_{s}"), "metadata": {}}),
-        ));
-        created.push(subscription_snapshot(
-            run,
-            s,
-            "customer.subscription.created",
-            t0,
-            p1,
-        ));
-    }
-    let timed = (0..n)
-        .map(|s| subscription_snapshot(run, s, "customer.subscription.updated", t0 + 60, p1))
         .collect();
-    (vec![checkouts, created], timed)
+    let mut out = Vec::with_capacity(n);
+    let mut round = 0;
+    while out.len() < n {
+        let before = shop.events().len();
+        for price in &prices {
+            shop.catalog_renamed(price, &format!("Product {round}"), &format!("Nick {round}"));
+        }
+        out.extend(of_types(&shop.events()[before..], types));
+        shop.advance(1);
+        round += 1;
+    }
+    out.truncate(n);
+    out
+}
+
+/// One flow per buyer, enough for `n` timed events at `per_flow` each.
+fn flows(n: usize, per_flow: usize, build: impl Fn(usize) -> Flow) -> Vec<Flow> {
+    (0..n.div_ceil(per_flow)).map(build).collect()
+}
+
+fn build(args: &Args, t0: i64) -> (Vec<Flow>, Vec<Value>) {
+    let (run, n) = (args.run.as_str(), args.events);
+    match args.mix {
+        Mix::Catalog => (
+            vec![],
+            catalog(
+                run,
+                n,
+                args.products,
+                t0,
+                &["product.updated", "price.updated"],
+            ),
+        ),
+        Mix::Product => (
+            vec![],
+            catalog(run, n, args.products, t0, &["product.updated"]),
+        ),
+        Mix::Duplicates => {
+            let events = catalog(
+                run,
+                n,
+                args.products,
+                t0,
+                &["product.updated", "price.updated"],
+            );
+            (vec![(events.clone(), vec![])], events)
+        }
+        Mix::Purchase => by_flow(flows(n, 2, |b| {
+            let mut s = shop(run, b, t0);
+            let price = s.catalog.onetime.clone();
+            s.checkout_payment(Buyer::New, price);
+            let timed = of_types(
+                s.events(),
+                &["payment_intent.succeeded", "checkout.session.completed"],
+            );
+            (vec![], timed)
+        })),
+        Mix::IntentUnknown => by_flow(flows(n, 1, |b| {
+            let mut s = shop(run, b, t0);
+            let price = s.catalog.onetime.clone();
+            s.checkout_payment(Buyer::New, price);
+            let mut timed = of_types(s.events(), &["payment_intent.succeeded"]);
+            for e in &mut timed {
+                e["data"]["object"]["receipt_email"] = Value::Null;
+            }
+            (vec![], timed)
+        })),
+        Mix::IntentMapped => by_flow(flows(n, 1, |b| {
+            let mut s = shop(run, b, t0);
+            let price = s.catalog.onetime.clone();
+            let first = s.checkout_payment(Buyer::New, price.clone());
+            let setup = s.events().to_vec();
+            s.advance(DAY);
+            let customer = first.customer.expect("Checkout created a customer");
+            s.checkout_payment(Buyer::Existing(customer), price);
+            let timed = of_types(&s.events()[setup.len()..], &["payment_intent.succeeded"]);
+            (setup, timed)
+        })),
+        Mix::Subscription | Mix::SubscriptionUpdated => {
+            let types: &[&str] = match args.mix {
+                Mix::Subscription => &["customer.subscription.updated", "invoice.paid"],
+                _ => &["customer.subscription.updated"],
+            };
+            // Signed up a month and a bit ago: the renewal is due about now.
+            let start = t0 - 31 * DAY;
+            by_flow(flows(n, types.len(), |s| {
+                let mut shop = shop(run, s, start);
+                let price = shop.catalog.monthly.clone();
+                let sub = shop.checkout_subscription(Buyer::New, price, None);
+                let setup = shop.events().to_vec();
+                shop.renewal(&sub.subscription, Outcome::Paid);
+                (
+                    setup.clone(),
+                    of_types(&shop.events()[setup.len()..], types),
+                )
+            }))
+        }
+    }
+}
+
+/// Set-up phases (the k-th event of every flow in phase k, so each buyer's events arrive in
+/// order while different buyers' run concurrently) and the timed events, flow after flow.
+fn by_flow(flows: Vec<Flow>) -> (Vec<Flow>, Vec<Value>) {
+    let steps = flows.iter().map(|f| f.0.len()).max().unwrap_or(0);
+    let phases = (0..steps)
+        .map(|k| {
+            let phase = flows.iter().filter_map(|f| f.0.get(k).cloned()).collect();
+            (phase, vec![])
+        })
+        .collect();
+    let timed = flows.into_iter().flat_map(|f| f.1).collect();
+    (phases, timed)
 }
 
 struct Signed {
@@ -245,14 +309,25 @@ fn sign_all(secret: &WebhookSecret, events: &[Value]) -> Vec<Signed> {
         .collect()
 }
 
-struct Outcome {
+#[derive(Default)]
+struct Delivered {
     latencies_us: Vec<u64>,
     non_2xx: usize,
     errors: usize,
+    /// The `status` of 2xx answers (processed, duplicate, failed, …; `other` when none).
+    answers: BTreeMap<String, usize>,
     wall: Duration,
 }
 
-async fn drive(http: &reqwest::Client, url: &str, events: Vec<Signed>, c: usize) -> Outcome {
+/// The `"status":"…"` of an answer, without parsing the whole body.
+fn answer_status(body: &[u8]) -> String {
+    let text = std::str::from_utf8(body).unwrap_or("");
+    text.split_once("\"status\":\"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map_or_else(|| "other".to_owned(), |(s, _)| s.to_owned())
+}
+
+async fn drive(http: &reqwest::Client, url: &str, events: Vec<Signed>, c: usize) -> Delivered {
     let events = Arc::new(events);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -261,7 +336,7 @@ async fn drive(http: &reqwest::Client, url: &str, events: Vec<Signed>, c: usize)
             let (events, next, http, url) =
                 (events.clone(), next.clone(), http.clone(), url.to_owned());
             tokio::spawn(async move {
-                let (mut lat, mut non_2xx, mut errors) = (Vec::new(), 0, 0);
+                let mut out = Delivered::default();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(e) = events.get(i) else { break };
@@ -276,30 +351,33 @@ async fn drive(http: &reqwest::Client, url: &str, events: Vec<Signed>, c: usize)
                     match sent {
                         Ok(resp) => {
                             let ok = resp.status().is_success();
-                            let _ = resp.bytes().await;
-                            if !ok {
-                                non_2xx += 1;
+                            let body = resp.bytes().await.unwrap_or_default();
+                            if ok {
+                                *out.answers.entry(answer_status(&body)).or_default() += 1;
+                            } else {
+                                out.non_2xx += 1;
                             }
                         }
-                        Err(_) => errors += 1,
+                        Err(_) => out.errors += 1,
                     }
-                    lat.push(t.elapsed().as_micros() as u64);
+                    out.latencies_us.push(t.elapsed().as_micros() as u64);
                 }
-                (lat, non_2xx, errors)
+                out
             })
         })
         .collect();
-    let mut out = Outcome {
+    let mut out = Delivered {
         latencies_us: Vec::with_capacity(events.len()),
-        non_2xx: 0,
-        errors: 0,
-        wall: Duration::ZERO,
+        ..Delivered::default()
     };
     for t in tasks {
-        let (lat, n, e) = t.await.expect("task");
-        out.latencies_us.extend(lat);
-        out.non_2xx += n;
-        out.errors += e;
+        let o = t.await.expect("task");
+        out.latencies_us.extend(o.latencies_us);
+        out.non_2xx += o.non_2xx;
+        out.errors += o.errors;
+        for (k, v) in o.answers {
+            *out.answers.entry(k).or_default() += v;
+        }
     }
     out.wall = started.elapsed();
     out
@@ -313,41 +391,90 @@ fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1000.0
 }
 
+/// The server's WAL position and counters (cluster-wide).
+#[derive(Clone, Copy, Default)]
+struct Wal {
+    lsn: i64,
+    records: i64,
+    fpi: i64,
+    bytes: i64,
+}
+
+const WAL: &str = "select (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8, wal_records, wal_fpi,
+                          wal_bytes::int8 from pg_stat_wal";
+
+async fn wal(db: Option<&tokio_postgres::Client>) -> anyhow::Result<Wal> {
+    let Some(db) = db else {
+        return Ok(Wal::default());
+    };
+    let r = db.query_one(WAL, &[]).await?;
+    Ok(Wal {
+        lsn: r.get(0),
+        records: r.get(1),
+        fpi: r.get(2),
+        bytes: r.get(3),
+    })
+}
+
+fn lsn_text(lsn: i64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let secret = std::env::var("STRIPE_WEBHOOK_SECRET")
         .map_err(|_| anyhow::anyhow!("STRIPE_WEBHOOK_SECRET is required but not set"))
         .and_then(|s| WebhookSecret::parse(&s).map_err(anyhow::Error::msg))?;
-    let url = format!("{}/webhooks/stripe", args.url.trim_end_matches('/'));
+    let url = format!(
+        "{}/{}",
+        args.url.trim_end_matches('/'),
+        args.path.trim_start_matches('/')
+    );
     let http = reqwest::Client::builder()
         .http1_only()
         .pool_max_idle_per_host(args.concurrency)
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(60))
         .build()?;
-    let t0 = chrono::Utc::now().timestamp() - 3600;
-    let (setup, timed) = match args.mix {
-        Mix::Catalog => (vec![], catalog(&args.run, args.events, args.products, t0)),
-        Mix::Purchase => (vec![], purchase(&args.run, args.events, t0)),
-        Mix::Subscription => subscription(&args.run, args.events, t0),
-        Mix::Duplicates => {
-            let events = catalog(&args.run, args.events, args.products, t0);
-            (vec![events.clone()], events)
+    let db = match &args.database_url {
+        Some(url) => {
+            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            Some(client)
         }
+        None => None,
     };
-    for phase in &setup {
+    let t0 = chrono::Utc::now().timestamp() - 3600;
+    let (setup, timed) = build(&args, t0);
+    let mut setup_answers = BTreeMap::<String, usize>::new();
+    for (phase, _) in &setup {
         let s = drive(&http, &url, sign_all(&secret, phase), args.concurrency).await;
         if s.non_2xx + s.errors > 0 {
             anyhow::bail!("set-up: {} non-2xx, {} errors", s.non_2xx, s.errors);
         }
+        for (k, v) in s.answers {
+            *setup_answers.entry(k).or_default() += v;
+        }
     }
     let signed = sign_all(&secret, &timed); // before the clock starts
+    if let Some(db) = &db {
+        if args.checkpoint {
+            db.batch_execute("checkpoint").await?;
+        }
+        if args.reset_statements {
+            db.batch_execute("select pg_stat_statements_reset()")
+                .await?;
+        }
+    }
+    let wal_before = wal(db.as_ref()).await?;
     let cpu_before = cpu(&args);
     let mut o = drive(&http, &url, signed, args.concurrency).await;
     let cpu_after = cpu(&args);
+    let wal_after = wal(db.as_ref()).await?;
+    let events = timed.len().max(1) as f64;
     // Clock ticks (USER_HZ, 100 on Linux) -> microseconds per event.
-    let per_event = |before: u64, after: u64| (after - before) * 10_000 / timed.len().max(1) as u64;
+    let per_event = |before: u64, after: u64| ((after - before) as f64 * 10_000.0 / events) as u64;
     o.latencies_us.sort_unstable();
     let secs = o.wall.as_secs_f64();
     let line = json!({
@@ -359,8 +486,14 @@ async fn main() -> anyhow::Result<()> {
         "p99_ms": percentile_ms(&o.latencies_us, 99.0),
         "max_ms": percentile_ms(&o.latencies_us, 100.0),
         "non_2xx": o.non_2xx, "errors": o.errors,
+        "answers": o.answers, "setup_events": setup.iter().map(|p| p.0.len()).sum::<usize>(),
+        "setup_answers": setup_answers,
         "worker_cpu_us_per_event": per_event(cpu_before.0, cpu_after.0),
         "pg_cpu_us_per_event": per_event(cpu_before.1, cpu_after.1),
+        "wal_bytes_per_event": (wal_after.bytes - wal_before.bytes) as f64 / events,
+        "wal_records_per_event": (wal_after.records - wal_before.records) as f64 / events,
+        "wal_fpi_per_event": (wal_after.fpi - wal_before.fpi) as f64 / events,
+        "wal_from": lsn_text(wal_before.lsn), "wal_to": lsn_text(wal_after.lsn),
     });
     println!("{line}");
     Ok(())
