@@ -391,28 +391,14 @@ fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1000.0
 }
 
-/// The server's WAL position and counters (cluster-wide).
-#[derive(Clone, Copy, Default)]
-struct Wal {
-    lsn: i64,
-    records: i64,
-    fpi: i64,
-    bytes: i64,
-}
+/// The server's WAL insert position (cluster-wide). Its difference is exact, where pg_stat_wal's
+/// counters lag behind (backends report them at most once a second).
+const WAL_LSN: &str = "select (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8";
 
-const WAL: &str = "select (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8, wal_records, wal_fpi,
-                          wal_bytes::int8 from pg_stat_wal";
-
-async fn wal(db: Option<&tokio_postgres::Client>) -> anyhow::Result<Wal> {
-    let Some(db) = db else {
-        return Ok(Wal::default());
-    };
-    let r = db.query_one(WAL, &[]).await?;
-    Ok(Wal {
-        lsn: r.get(0),
-        records: r.get(1),
-        fpi: r.get(2),
-        bytes: r.get(3),
+async fn wal_lsn(db: Option<&tokio_postgres::Client>) -> anyhow::Result<i64> {
+    Ok(match db {
+        Some(db) => db.query_one(WAL_LSN, &[]).await?.get(0),
+        None => 0,
     })
 }
 
@@ -467,11 +453,11 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
         }
     }
-    let wal_before = wal(db.as_ref()).await?;
+    let wal_before = wal_lsn(db.as_ref()).await?;
     let cpu_before = cpu(&args);
     let mut o = drive(&http, &url, signed, args.concurrency).await;
     let cpu_after = cpu(&args);
-    let wal_after = wal(db.as_ref()).await?;
+    let wal_after = wal_lsn(db.as_ref()).await?;
     let events = timed.len().max(1) as f64;
     // Clock ticks (USER_HZ, 100 on Linux) -> microseconds per event.
     let per_event = |before: u64, after: u64| ((after - before) as f64 * 10_000.0 / events) as u64;
@@ -490,10 +476,8 @@ async fn main() -> anyhow::Result<()> {
         "setup_answers": setup_answers,
         "worker_cpu_us_per_event": per_event(cpu_before.0, cpu_after.0),
         "pg_cpu_us_per_event": per_event(cpu_before.1, cpu_after.1),
-        "wal_bytes_per_event": (wal_after.bytes - wal_before.bytes) as f64 / events,
-        "wal_records_per_event": (wal_after.records - wal_before.records) as f64 / events,
-        "wal_fpi_per_event": (wal_after.fpi - wal_before.fpi) as f64 / events,
-        "wal_from": lsn_text(wal_before.lsn), "wal_to": lsn_text(wal_after.lsn),
+        "wal_bytes_per_event": (wal_after - wal_before) as f64 / events,
+        "wal_from": lsn_text(wal_before), "wal_to": lsn_text(wal_after),
     });
     println!("{line}");
     Ok(())
