@@ -1,13 +1,14 @@
-//! One attempt on a claimed row, inside the event's transaction: the handler's `apply` after
-//! the savepoint, then the row's new status. A handler error rolls back to the savepoint, so a
-//! `failed` row carries no partial effects; the savepoint is never released on success (COMMIT
-//! ends it, one round trip less).
+//! One attempt on an event, inside its transaction: the handler's `apply` after the savepoint,
+//! then the row's status. A first delivery's row is inserted only now, with its final status
+//! (one write of the row, never updated after); a stored row is updated. A handler error rolls
+//! back to the savepoint, so a `failed` row carries no partial effects; the savepoint is never
+//! released on success (COMMIT ends it, one round trip less).
 
 use chrono::Utc;
 use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
-use super::sql::{self, Done};
+use super::sql::{self, Done, Finished, NewEvent};
 use super::{retry_delay, Attempt, Pipeline, Status};
 use crate::envelope::EventEnvelope;
 use crate::handlers::{Applied, HandlerError, Prepared};
@@ -34,23 +35,26 @@ enum Outcome {
     Failed(HandlerError),
 }
 
-/// A stored row being worked on.
-pub(super) struct Claimed {
-    pub row_id: Uuid,
-    pub retry_count: i32,
+/// The row an attempt finishes.
+pub(super) enum Row<'a> {
+    /// A first delivery: its row is inserted with the attempt's outcome.
+    New(NewEvent<'a>),
+    /// A stored row (retaken, retried or replayed), locked by this transaction.
+    Stored { row_id: Uuid, retry_count: i32 },
 }
 
 impl Pipeline {
-    /// Runs `plan` for a claimed row inside `tx` and writes the row's new status there. The
-    /// caller has opened `SAVEPOINT` right after claiming the row. An error means the
+    /// Runs `plan` inside `tx` and writes the row's status there. The caller has opened
+    /// `SAVEPOINT` before. `None`: a new row's id was stored meanwhile by another delivery,
+    /// which applied the event; this attempt's effects are rolled back. An error means the
     /// connection is gone: nothing of the transaction is stored.
     pub(super) async fn attempt(
         &self,
         tx: &Transaction<'_>,
         envelope: &EventEnvelope,
-        claimed: &Claimed,
+        row: &Row<'_>,
         plan: Plan,
-    ) -> Result<Attempt, tokio_postgres::Error> {
+    ) -> Result<Option<Attempt>, tokio_postgres::Error> {
         let started = std::time::Instant::now();
         let outcome = run(tx, envelope, plan).await?;
         let attempt = match outcome {
@@ -60,14 +64,13 @@ impl Pipeline {
                 } else {
                     Status::Processed
                 };
-                self.mark_done(tx, claimed, status, applied).await?
+                self.mark_done(tx, row, status, applied).await?
             }
             Outcome::Ignored(reason) => {
                 let applied = reason.map(Applied::note).unwrap_or_default();
-                self.mark_done(tx, claimed, Status::Ignored, applied)
-                    .await?
+                self.mark_done(tx, row, Status::Ignored, applied).await?
             }
-            Outcome::Failed(error) => self.mark_failed(tx, claimed, error).await?,
+            Outcome::Failed(error) => self.mark_failed(tx, row, error).await?,
         };
         self.metrics.observe_processing(started.elapsed());
         Ok(attempt)
@@ -76,36 +79,59 @@ impl Pipeline {
     async fn mark_done(
         &self,
         tx: &Transaction<'_>,
-        claimed: &Claimed,
+        row: &Row<'_>,
         status: Status,
         applied: Applied,
-    ) -> Result<Attempt, tokio_postgres::Error> {
-        let done = Done {
-            row_id: claimed.row_id,
-            status: status.as_str(),
-            user_id: applied.user_id,
-            old_tier: applied.old_tier.as_deref(),
-            new_tier: applied.new_tier.as_deref(),
-            note: applied.note.as_deref(),
-        };
-        let stmt = tx.prepare_cached(sql::MARK_DONE).await?;
-        let params = done.params();
-        match &applied.linked_customer {
-            None => {
-                tx.execute(&stmt, &params).await?;
+    ) -> Result<Option<Attempt>, tokio_postgres::Error> {
+        let write = async {
+            match row {
+                Row::New(event) => {
+                    let finished = Finished {
+                        status: status.as_str(),
+                        user_id: applied.user_id,
+                        old_tier: applied.old_tier.as_deref(),
+                        new_tier: applied.new_tier.as_deref(),
+                        note: applied.note.as_deref(),
+                        error: None,
+                        next_attempt_at: None,
+                        retry_count: 0,
+                    };
+                    insert_finished(tx, event, &finished).await
+                }
+                Row::Stored { row_id, .. } => {
+                    let done = Done {
+                        row_id: *row_id,
+                        status: status.as_str(),
+                        user_id: applied.user_id,
+                        old_tier: applied.old_tier.as_deref(),
+                        new_tier: applied.new_tier.as_deref(),
+                        note: applied.note.as_deref(),
+                    };
+                    let stmt = tx.prepare_cached(sql::MARK_DONE).await?;
+                    tx.execute(&stmt, &done.params()).await?;
+                    Ok(true)
+                }
             }
+        };
+        let written = match &applied.linked_customer {
+            None => write.await?,
             Some(customer) => {
                 // The events waiting for this customer's mapping are due now: one round trip.
                 let wake = tx.prepare_cached(sql::WAKE_WAITING).await?;
                 let customer: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [customer];
-                futures_util::try_join!(tx.execute(&stmt, &params), tx.execute(&wake, &customer),)?;
+                let (written, _) = futures_util::try_join!(write, tx.execute(&wake, &customer))?;
+                written
             }
+        };
+        if !written {
+            tx.batch_execute(ROLLBACK_TO_SAVEPOINT).await?;
+            return Ok(None);
         }
-        Ok(Attempt {
+        Ok(Some(Attempt {
             status,
             error: None,
             note: applied.note,
-        })
+        }))
     }
 
     /// A retryable error schedules the next attempt with backoff until the attempts run out;
@@ -114,10 +140,14 @@ impl Pipeline {
     async fn mark_failed(
         &self,
         tx: &Transaction<'_>,
-        claimed: &Claimed,
+        row: &Row<'_>,
         error: HandlerError,
-    ) -> Result<Attempt, tokio_postgres::Error> {
-        let attempts = claimed.retry_count + 1;
+    ) -> Result<Option<Attempt>, tokio_postgres::Error> {
+        let retry_count = match row {
+            Row::New(_) => 0,
+            Row::Stored { retry_count, .. } => *retry_count,
+        };
+        let attempts = retry_count + 1;
         let retry_at = (error.is_retryable() && attempts < self.retry.max_attempts)
             .then(|| Utc::now() + retry_delay(&self.retry, attempts));
         let status = if retry_at.is_some() {
@@ -126,12 +156,29 @@ impl Pipeline {
             Status::Dead
         };
         let message = error.to_string();
-        let stmt = tx.prepare_cached(sql::MARK_FAILED).await?;
-        tx.execute(
-            &stmt,
-            &[&claimed.row_id, &status.as_str(), &message, &retry_at],
-        )
-        .await?;
+        match row {
+            Row::New(event) => {
+                let finished = Finished {
+                    status: status.as_str(),
+                    user_id: None,
+                    old_tier: None,
+                    new_tier: None,
+                    note: None,
+                    error: Some(&message),
+                    next_attempt_at: retry_at,
+                    retry_count: attempts,
+                };
+                if !insert_finished(tx, event, &finished).await? {
+                    // Another delivery stored the event meanwhile; its outcome stands.
+                    return Ok(None);
+                }
+            }
+            Row::Stored { row_id, .. } => {
+                let stmt = tx.prepare_cached(sql::MARK_FAILED).await?;
+                tx.execute(&stmt, &[row_id, &status.as_str(), &message, &retry_at])
+                    .await?;
+            }
+        }
         match retry_at {
             Some(next_attempt_at) => tracing::warn!(
                 attempts,
@@ -150,12 +197,25 @@ impl Pipeline {
                 "event is dead: invalid, retrying cannot help (replay it after a fix)"
             ),
         }
-        Ok(Attempt {
+        Ok(Some(Attempt {
             status,
             error: Some(message),
             note: None,
-        })
+        }))
     }
+}
+
+/// Inserts a first delivery's row with its outcome; false when the id was stored meanwhile.
+async fn insert_finished(
+    tx: &Transaction<'_>,
+    event: &NewEvent<'_>,
+    finished: &Finished<'_>,
+) -> Result<bool, tokio_postgres::Error> {
+    let stmt = tx.prepare_cached(sql::INSERT_FINISHED).await?;
+    Ok(tx
+        .query_opt(&stmt, &event.params(finished))
+        .await?
+        .is_some())
 }
 
 async fn run(

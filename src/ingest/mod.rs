@@ -2,18 +2,20 @@
 //! stored and its effects applied in one transaction.
 //!
 //! Live path: the handler's `prepare` runs first, outside any transaction and holding no
-//! connection while it calls Stripe or Supabase Auth. Then `INSERT … ON CONFLICT DO NOTHING`
-//! claims the event id (a concurrent delivery of the same id waits on the unique index and then
-//! sees it stored), `apply` runs after a savepoint, and the final status commits together with
-//! the effects (see `attempt`). If the commit itself fails nothing was stored and the caller
-//! answers 503, so Stripe delivers again.
+//! connection while it calls Stripe or Supabase Auth. Then one pipelined batch looks the id up
+//! (a finished one is a duplicate; one waiting for a retry is taken over) and opens a
+//! savepoint, `apply` runs, and a first delivery's row is inserted with its final status, so it
+//! is written once and never updated (see `attempt`). A concurrent delivery of the same id
+//! waits on the unique index at that insert, finds the row stored, rolls its own effects back
+//! to the savepoint and is answered `duplicate`. If the commit itself fails nothing was stored
+//! and the caller answers 503, so Stripe delivers again.
 //!
 //! Errors are classified once: a handler error is retried with backoff (`NotYet`, `External`,
 //! `Database`) or is fatal (`Invalid`: the row is `dead` at once, logged at ERROR, and replayed
 //! after a fix); only an unreachable database is the caller's problem (`IngestError`).
 //!
 //! Round trips are the cost that counts (each one wakes a backend on a busy database): the
-//! claim, the retake of a waiting row and the savepoint go out as one pipelined batch, and the
+//! look-up, the retake of a waiting row and the savepoint go out as one pipelined batch, and the
 //! status check before any work is made only where `prepare` may call an external API.
 
 mod attempt;
@@ -34,7 +36,7 @@ pub use backoff::retry_delay;
 pub use replay::{NotSelected, ReplayCandidate, ReplayFilter, ReplayOutcome};
 pub use status::{Attempt, DeliveryStatus, Status};
 
-use self::attempt::{Claimed, Plan, SAVEPOINT};
+use self::attempt::{Plan, Row, SAVEPOINT};
 use self::sql::NewEvent;
 use crate::config::{PipelineSettings, RetrySettings};
 use crate::envelope::EventEnvelope;
@@ -166,31 +168,41 @@ impl Pipeline {
             }
             let plan = self.plan(envelope).await?;
             let mut client = self.pool.get().await?;
-            let insert = client.prepare_cached(sql::INSERT_PROCESSING).await?;
             let retake = client.prepare_cached(sql::RETAKE_WAITING).await?;
+            let stored = client.prepare_cached(sql::CURRENT_STATUS).await?;
             let current = client.prepare_cached(sql::SET_CURRENT_EVENT).await?;
-            let tx = client.transaction().await?;
             // jsonb takes the storable form; the exact bytes are kept beside it when it differs.
             let storable = crate::envelope::storable(raw_body);
-            let new = NewEvent {
-                stripe_event_id: &envelope.id,
-                event_type: &envelope.event_type,
-                event_data: &storable,
-                event_raw_body: matches!(storable, std::borrow::Cow::Owned(_))
-                    .then(|| raw_body.as_bytes()),
-                livemode: envelope.livemode,
-                api_version: envelope.api_version.as_deref(),
-                event_created_at: envelope.created,
-                request_id,
-                locked_by: &self.worker_id,
-                lease_secs: self.lease_seconds(),
+            let tx = client.transaction().await?;
+            let row = match claim(&tx, [&retake, &stored, &current], &envelope.id).await? {
+                Claim::Retaken {
+                    row_id,
+                    retry_count,
+                } => Row::Stored {
+                    row_id,
+                    retry_count,
+                },
+                Claim::Taken => {
+                    tx.commit().await?;
+                    return Ok(DeliveryStatus::Duplicate);
+                }
+                Claim::New => Row::New(NewEvent {
+                    stripe_event_id: &envelope.id,
+                    event_type: &envelope.event_type,
+                    event_raw_body: matches!(storable, std::borrow::Cow::Owned(_))
+                        .then(|| raw_body.as_bytes()),
+                    event_data: &storable,
+                    livemode: envelope.livemode,
+                    api_version: envelope.api_version.as_deref(),
+                    event_created_at: envelope.created,
+                    request_id,
+                }),
             };
-            let Some(claimed) = claim(&tx, [&insert, &retake, &current], &new).await? else {
-                tx.commit().await?;
+            let attempt = self.attempt(&tx, envelope, &row, plan).await?;
+            tx.commit().await?;
+            let Some(attempt) = attempt else {
                 return Ok(DeliveryStatus::Duplicate);
             };
-            let attempt = self.attempt(&tx, envelope, &claimed, plan).await?;
-            tx.commit().await?;
             self.record(envelope, &attempt);
             Ok(attempt.delivery_status())
         };
@@ -236,12 +248,16 @@ impl Pipeline {
             };
             current?;
             savepoint?;
-            let claimed = Claimed {
+            let stored = Row::Stored {
                 row_id,
                 retry_count: row.get(0),
             };
-            let attempt = self.attempt(&tx, &envelope, &claimed, plan).await?;
+            let attempt = self.attempt(&tx, &envelope, &stored, plan).await?;
             tx.commit().await?;
+            // A stored row is always written.
+            let Some(attempt) = attempt else {
+                return Ok(ClaimedOutcome::LeaseLost);
+            };
             self.record(&envelope, &attempt);
             Ok(ClaimedOutcome::Attempted(attempt))
         };
@@ -334,37 +350,43 @@ impl Pipeline {
     }
 }
 
-/// Claims a delivered event in one round trip: stores it (`INSERT_PROCESSING`); failing that,
-/// takes over its row if it waits for a retry and nobody holds it (Stripe's redelivery, a
-/// dashboard "resend", `RETAKE_WAITING`); then opens the handler's savepoint. RETAKE runs after
-/// INSERT with its own snapshot, so it sees a row another delivery committed meanwhile, and
-/// never matches our own fresh row (its lease is in the future). `None`: someone else has it.
+/// Where a delivered event stands before its attempt.
+enum Claim {
+    /// Not stored: its row is written when the attempt is over.
+    New,
+    /// Stored and waiting for a retry, now locked by this transaction.
+    Retaken { row_id: Uuid, retry_count: i32 },
+    /// Stored and finished, or held by another worker: a duplicate.
+    Taken,
+}
+
+/// Looks the delivered event up in one round trip: takes over its row if it waits for a retry
+/// and nobody holds it (Stripe's redelivery, a dashboard "resend", `RETAKE_WAITING`), else
+/// tells whether it is stored at all; names the event for the SQL it runs and opens the
+/// handler's savepoint. A delivery of the same id committed after these statements is found by
+/// the final insert, which then stores nothing (`Pipeline::attempt` answers `None`).
 async fn claim(
     tx: &Transaction<'_>,
-    [insert, retake, current]: [&tokio_postgres::Statement; 3],
-    new: &NewEvent<'_>,
-) -> Result<Option<Claimed>, tokio_postgres::Error> {
-    let id: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&new.stripe_event_id];
-    let params = new.params();
-    let (inserted, retaken, current, savepoint) = futures_util::join!(
-        tx.query_opt(insert, &params),
+    [retake, stored, current]: [&tokio_postgres::Statement; 3],
+    event_id: &str,
+) -> Result<Claim, tokio_postgres::Error> {
+    let id: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&event_id];
+    let (retaken, stored, current, savepoint) = futures_util::join!(
         tx.query_opt(retake, &id),
+        tx.query_opt(stored, &id),
         tx.execute(current, &id),
         tx.batch_execute(SAVEPOINT),
     );
-    let (inserted, retaken) = (inserted?, retaken?);
+    let (retaken, stored) = (retaken?, stored?);
     current?;
     savepoint?;
-    Ok(match (inserted, retaken) {
-        (Some(row), _) => Some(Claimed {
-            row_id: row.get(0),
-            retry_count: 0,
-        }),
-        (None, Some(row)) => Some(Claimed {
+    Ok(match (retaken, stored) {
+        (Some(row), _) => Claim::Retaken {
             row_id: row.get(0),
             retry_count: row.get(1),
-        }),
-        (None, None) => None,
+        },
+        (None, Some(_)) => Claim::Taken,
+        (None, None) => Claim::New,
     })
 }
 

@@ -12,17 +12,22 @@ pub const SET_CURRENT_EVENT: &str = "select set_config('stripe_worker.event_id',
 pub const CURRENT_STATUS: &str =
     "select processing_status from public.stripe_webhook_events where stripe_event_id = $1";
 
-/// Parameters: `NewEvent`.
-pub const INSERT_PROCESSING: &str = "
+/// A first delivery's row, written once when its attempt is over (with the status it ended
+/// in, so it is never updated afterwards). A concurrent delivery of the same id waits on the
+/// unique index until the other commits and then inserts nothing. Parameters: `NewEvent` then
+/// `Finished`.
+pub const INSERT_FINISHED: &str = "
 insert into public.stripe_webhook_events
   (stripe_event_id, event_type, event_data, livemode, api_version, event_created_at,
-   request_id, processing_status, locked_by, locked_until, event_raw_body)
-values ($1, $2, $3::text::jsonb, $4, $5, $6, $7, 'processing', $8, now() + make_interval(secs => $9),
-        $10)
+   request_id, event_raw_body, processing_status, processed_at, user_id, old_tier, new_tier,
+   processing_note, error_message, next_attempt_at, retry_count)
+values ($1, $2, $3::text::jsonb, $4, $5, $6, $7, $8, $9,
+        case when $9 in ('processed', 'ignored') then now() end,
+        $10, $11, $12, $13, $14, $15, $16)
 on conflict (stripe_event_id) do nothing
 returning id";
 
-/// `INSERT_PROCESSING`'s parameters, in their order ($1 … $10).
+/// The delivered event, `INSERT_FINISHED`'s first parameters ($1 … $8).
 pub struct NewEvent<'a> {
     pub stripe_event_id: &'a str,
     pub event_type: &'a str,
@@ -33,12 +38,22 @@ pub struct NewEvent<'a> {
     pub api_version: Option<&'a str>,
     pub event_created_at: Option<DateTime<Utc>>,
     pub request_id: &'a str,
-    pub locked_by: &'a str,
-    pub lease_secs: f64,
+}
+
+/// How its first attempt ended, `INSERT_FINISHED`'s last parameters ($9 … $16).
+pub struct Finished<'a> {
+    pub status: &'static str,
+    pub user_id: Option<Uuid>,
+    pub old_tier: Option<&'a str>,
+    pub new_tier: Option<&'a str>,
+    pub note: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub retry_count: i32,
 }
 
 impl NewEvent<'_> {
-    pub fn params(&self) -> [&(dyn ToSql + Sync); 10] {
+    pub fn params<'b>(&'b self, finished: &'b Finished<'b>) -> [&'b (dyn ToSql + Sync); 16] {
         [
             &self.stripe_event_id,
             &self.event_type,
@@ -47,9 +62,15 @@ impl NewEvent<'_> {
             &self.api_version,
             &self.event_created_at,
             &self.request_id,
-            &self.locked_by,
-            &self.lease_secs,
             &self.event_raw_body,
+            &finished.status,
+            &finished.user_id,
+            &finished.old_tier,
+            &finished.new_tier,
+            &finished.note,
+            &finished.error,
+            &finished.next_attempt_at,
+            &finished.retry_count,
         ]
     }
 }
