@@ -133,7 +133,8 @@ loadgen --mix catalog --events 1000 --concurrency "$conc" --run "warm$RANDOM" >/
 
 # FPI and record bytes in a WAL range (pg_waldump --stats): "records fpi combined".
 wal_split() {
-  _as_pg_owner "$bin/pg_waldump" --stats -p "$work/data/pg_wal" -s "$1" -e "$2" 2>/dev/null |
+  # a range without a whole record (duplicates write next to nothing) makes pg_waldump fail
+  { _as_pg_owner "$bin/pg_waldump" --stats -p "$work/data/pg_wal" -s "$1" -e "$2" 2>/dev/null || true; } |
     awk '/^Total/ { gsub(/\[[^]]*\]/, ""); print $3, $4, $5; exit }'
 }
 

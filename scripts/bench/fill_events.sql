@@ -67,7 +67,7 @@ select 'evt_1' || left(encode(sha256(('history:' || g)::bytea), 'base64'), 23),
        ts, true, '2025-03-31.basil', ts,
        case when g % 5000 = 42 then now() + interval '1 day' end,
        'history', ts
-from generate_series(:history_have + 1, :history_have + :rows) g
+from generate_series(:history_have::bigint + 1, :history_have::bigint + :rows) g
 cross join lateral (
   select now() - interval '7 years' + (interval '7 years' - interval '1 day') * least(g / 5e6, 1)::float8 as ts) clock
 join history_types t on t.n = (g * 7919) % 16

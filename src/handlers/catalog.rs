@@ -141,9 +141,13 @@ struct Recurring {
 }
 
 /// A price may arrive before its product: a placeholder (inactive) product row keeps the
-/// foreign key; the product's own event fills it in.
-const ENSURE_PRODUCT: &str =
-    "insert into public.products (id, active) values ($1, false) on conflict (id) do nothing";
+/// foreign key; the product's own event fills it in. The existing row is looked for first: an
+/// INSERT that meets it waits for whoever is updating it (the product's own event, often in
+/// flight beside its price's), a plain read does not.
+pub(super) const ENSURE_PRODUCT: &str = "
+insert into public.products (id, active)
+select $1::text, false where not exists (select 1 from public.products where id = $1::text)
+on conflict (id) do nothing";
 
 impl Handler for Prices {
     type Object = Price;

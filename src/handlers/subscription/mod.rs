@@ -255,9 +255,11 @@ impl<'a> SubscriptionRow<'a> {
 }
 
 const ENSURE_PRICE: [&str; 2] = [
-    "insert into public.products (id, active) values ($1, false) on conflict (id) do nothing",
+    crate::handlers::catalog::ENSURE_PRODUCT,
+    // read first, like ENSURE_PRODUCT: an INSERT meeting a row being updated waits for it
     "insert into public.prices (id, product_id, active, unit_amount, currency, type, interval, interval_count)
-     values ($1, $2, true, $3, lower($4), 'recurring', $5, $6)
+     select $1::text, $2, true, $3, lower($4), 'recurring', $5, $6
+      where not exists (select 1 from public.prices where id = $1::text)
      on conflict (id) do nothing",
 ];
 
