@@ -5,9 +5,12 @@
 //! connection while it calls Stripe or Supabase Auth. Then one pipelined batch looks the id up
 //! (a finished one is a duplicate; one waiting for a retry is taken over) and opens a
 //! savepoint, `apply` runs, and a first delivery's row is inserted with its final status, so it
-//! is written once and never updated (see `attempt`). A concurrent delivery of the same id
-//! waits on the unique index at that insert, finds the row stored, rolls its own effects back
-//! to the savepoint and is answered `duplicate`. If the commit itself fails nothing was stored
+//! is written once and never updated (see `attempt`). Concurrent deliveries of one id take
+//! turns (a transaction-scoped advisory lock on the id, first in that batch): the later ones
+//! find the row stored and are answered `duplicate` without running the handler. Should one
+//! still meet the row at its final insert (another worker inserted it without the lock, e.g.
+//! an older version), it inserts nothing, rolls its effects back to the savepoint and is
+//! answered `duplicate` too. If the commit itself fails nothing was stored
 //! and the caller answers 503, so Stripe delivers again.
 //!
 //! Errors are classified once: a handler error is retried with backoff (`NotYet`, `External`,
@@ -168,13 +171,14 @@ impl Pipeline {
             }
             let plan = self.plan(envelope).await?;
             let mut client = self.pool.get().await?;
+            let turn = client.prepare_cached(sql::LOCK_EVENT_ID).await?;
             let retake = client.prepare_cached(sql::RETAKE_WAITING).await?;
             let stored = client.prepare_cached(sql::CURRENT_STATUS).await?;
             let current = client.prepare_cached(sql::SET_CURRENT_EVENT).await?;
             // jsonb takes the storable form; the exact bytes are kept beside it when it differs.
             let storable = crate::envelope::storable(raw_body);
             let tx = client.transaction().await?;
-            let row = match claim(&tx, [&retake, &stored, &current], &envelope.id).await? {
+            let row = match claim(&tx, [&turn, &retake, &stored, &current], &envelope.id).await? {
                 Claim::Retaken {
                     row_id,
                     retry_count,
@@ -360,23 +364,27 @@ enum Claim {
     Taken,
 }
 
-/// Looks the delivered event up in one round trip: takes over its row if it waits for a retry
+/// Looks the delivered event up in one round trip: waits for its turn (`LOCK_EVENT_ID`, held
+/// until commit, so concurrent deliveries of one id run one after the other and the later ones
+/// find the row stored); takes over its row if it waits for a retry
 /// and nobody holds it (Stripe's redelivery, a dashboard "resend", `RETAKE_WAITING`), else
 /// tells whether it is stored at all; names the event for the SQL it runs and opens the
 /// handler's savepoint. A delivery of the same id committed after these statements is found by
 /// the final insert, which then stores nothing (`Pipeline::attempt` answers `None`).
 async fn claim(
     tx: &Transaction<'_>,
-    [retake, stored, current]: [&tokio_postgres::Statement; 3],
+    [turn, retake, stored, current]: [&tokio_postgres::Statement; 4],
     event_id: &str,
 ) -> Result<Claim, tokio_postgres::Error> {
     let id: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&event_id];
-    let (retaken, stored, current, savepoint) = futures_util::join!(
+    let (turn, retaken, stored, current, savepoint) = futures_util::join!(
+        tx.execute(turn, &id),
         tx.query_opt(retake, &id),
         tx.query_opt(stored, &id),
         tx.execute(current, &id),
         tx.batch_execute(SAVEPOINT),
     );
+    turn?;
     let (retaken, stored) = (retaken?, stored?);
     current?;
     savepoint?;

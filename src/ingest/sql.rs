@@ -9,6 +9,12 @@ use uuid::Uuid;
 /// remembers the event that established it); local to the event's transaction.
 pub const SET_CURRENT_EVENT: &str = "select set_config('stripe_worker.event_id', $1, true)";
 
+/// Deliveries of one event id take turns for the rest of their transaction: a second delivery
+/// waits here until the first has committed, then finds its row (`CURRENT_STATUS`) instead of
+/// running the handler again only to find the row at its final insert. Different ids hashing
+/// alike merely take turns.
+pub const LOCK_EVENT_ID: &str = "select pg_advisory_xact_lock(hashtext('stripe-event:' || $1))";
+
 pub const CURRENT_STATUS: &str =
     "select processing_status from public.stripe_webhook_events where stripe_event_id = $1";
 
