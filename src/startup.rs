@@ -2,7 +2,6 @@
 //! STRIPE_SECRET_KEY) the catch-up.
 
 use actix_web::dev::{Server, ServerHandle};
-use std::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::catchup::CatchUp;
@@ -56,14 +55,14 @@ impl Application {
             pipeline: pipeline.clone(),
             verifier: Verifier::new(settings.webhook.secrets.clone(), settings.webhook.tolerance),
         });
-        let listener = TcpListener::bind((settings.host.as_str(), settings.port)).map_err(|e| {
+        let listener = http::bind(&settings.host, settings.port).map_err(|e| {
             anyhow::anyhow!("cannot listen on {}:{}: {e}", settings.host, settings.port)
         })?;
         let port = listener.local_addr()?.port();
         let ops_listener = settings
             .metrics_addr
             .map(|addr| {
-                TcpListener::bind(addr)
+                http::bind_addr(addr)
                     .map_err(|e| anyhow::anyhow!("cannot listen on METRICS_ADDR {addr}: {e}"))
             })
             .transpose()?;

@@ -5,7 +5,7 @@ pub mod limits;
 mod ops;
 mod webhook;
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 
 use actix_web::dev::{Server, Service};
 use actix_web::{web, App, HttpServer};
@@ -52,6 +52,36 @@ impl Shared {
             probes: web::Data::new(ops::ProbeCache::default()),
         }
     }
+}
+
+/// Connections the kernel completes and queues while every accept slot is taken (std's own
+/// `bind` queues 128, which a burst beyond the connection cap overflows: the client's SYN is
+/// dropped and it retries a second later or gives up).
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A listening socket on `host:port` (its first address) with room for `LISTEN_BACKLOG`
+/// waiting connections.
+pub fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    let addr = (host, port).to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            "the host resolves to no address",
+        )
+    })?;
+    bind_addr(addr)
+}
+
+/// `bind` on an address.
+pub fn bind_addr(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// The public listener, bounded by `limits` (see `limits`). With `serve_ops` it also answers

@@ -239,7 +239,7 @@ async fn with_a_low_open_files_limit_idle_connections_never_starve_the_pool_or_h
     let connects = (0..400).map(|_| {
         let addr = addr.clone();
         async move {
-            tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr))
+            tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
                 .await
                 .ok()
                 .and_then(Result::ok)
@@ -250,7 +250,8 @@ async fn with_a_low_open_files_limit_idle_connections_never_starve_the_pool_or_h
         .into_iter()
         .flatten()
         .collect();
-    assert!(idle.len() > 256, "only {} connections opened", idle.len());
+    // All of them connect: those beyond the cap wait in the listen backlog, none is refused.
+    assert_eq!(idle.len(), 400, "only {} connections opened", idle.len());
     // Beyond the cap, new connections wait in the accept queue until idle ones are cut off at
     // the head deadline: a delivery and /healthz are answered, the database pool still opens.
     let answers = deliveries(&worker.url, 4).await;
