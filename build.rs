@@ -6,7 +6,10 @@ use std::path::Path;
 
 fn embed(dir: &str, out: &mut String, name: &str) {
     println!("cargo:rerun-if-changed={dir}");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    // Read at run time: `env!` would be the checkout the build script was first compiled in,
+    // which a target directory shared between checkouts reuses.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap();
+    let root = Path::new(&manifest_dir).join(dir);
     let mut files: Vec<_> = std::fs::read_dir(&root)
         .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
         .unwrap_or_default();

@@ -2,7 +2,7 @@
 -- with real inserts, plus the triggers stripe-worker relies on. Runs in a transaction that is
 -- rolled back (supabase test db / pg_prove). Needs: create extension pgtap.
 begin;
-select plan(103);
+select plan(110);
 
 -- ---------------------------------------------------------------- contract tables / columns
 select has_table('public', 'users', 'public.users exists');
@@ -162,6 +162,29 @@ select is((select retry_count from public.stripe_webhook_events where stripe_eve
 select throws_ok($$insert into public.stripe_webhook_events (stripe_event_id, event_type, event_data, processing_status) values ('evt_T2', 'x', '{}', 'bogus')$$, '23514', null, 'processing_status check rejects bogus');
 select throws_ok($$update public.stripe_webhook_events set processing_status = 'bogus' where stripe_event_id = 'evt_T1'$$, '23514', null, 'processing_status check rejects bogus on update');
 select lives_ok($$update public.stripe_webhook_events set processing_status = 'dead' where stripe_event_id = 'evt_T1'$$, 'processing_status dead accepted');
+
+-- ---------------------------------------------------------------- time-ordered keys
+select is((select count(*) from (select public.uuid_v7() u from generate_series(1, 50)) x
+            where substr(u::text, 15, 1) = '7' and substr(u::text, 20, 1) in ('8', '9', 'a', 'b')), 50::bigint,
+          'uuid_v7: version 7, RFC 9562 variant');
+select ok(abs(extract(epoch from clock_timestamp())
+              - ('x' || substr(replace(public.uuid_v7()::text, '-', ''), 1, 12))::bit(48)::bigint / 1000.0) < 5,
+          'uuid_v7: its first 48 bits are the current Unix milliseconds');
+select ok((select bool_and(a < b) from (select public.uuid_v7() a, (select public.uuid_v7() from pg_sleep(0.002)) b) x),
+          'uuid_v7: a later key sorts after an earlier one');
+select lives_ok($$insert into public.stripe_webhook_events (stripe_event_id, event_type, event_data)
+                   values ('evt_T3', 'x', '{}'), ('evt_T4', 'x', '{}')$$, 'event rows inserted without an id');
+select is((select count(*) from public.stripe_webhook_events
+            where stripe_event_id in ('evt_T3', 'evt_T4') and substr(id::text, 15, 1) = '7'), 2::bigint,
+          'stripe_webhook_events: ids come from uuid_v7');
+select is((select count(*) from pg_attrdef d join pg_attribute a on a.attrelid = d.adrelid and a.attnum = d.adnum
+            where a.attname = 'id' and pg_get_expr(d.adbin, d.adrelid) like '%uuid_v7()'
+              and d.adrelid in ('public.stripe_webhook_events'::regclass, 'public.access_grants'::regclass,
+                                'public.events'::regclass)), 3::bigint,
+          'the event log, the grants and the billing history default to uuid_v7');
+select ok(not has_function_privilege('anon', 'public.uuid_v7()', 'execute')
+          and has_function_privilege('service_role', 'public.uuid_v7()', 'execute'),
+          'uuid_v7: not for anon, executable by service_role (whose inserts use the default)');
 
 select * from finish();
 rollback;
