@@ -12,6 +12,10 @@
 -- range over the arrival time (the 7-day counts of `status`, `replay --since`, the retention
 -- purge, failed_by_error.sql) get a BRIN index on created_at: arrival order is table order, the
 -- index is a few pages, and an insert into the newest, not yet summarized range writes nothing.
+-- That also serves `status`' counts by type, the one regular reader of the index on
+-- (event_type, created_at); the other, `replay --type`, selects by status first (the partial
+-- index on the actionable states), except `--force --status any`, a rare operator command that
+-- may read the table. So every delivery stops paying for that index too.
 
 create or replace function public.uuid_v7()
 returns uuid
@@ -45,6 +49,7 @@ alter table public.access_grants alter column id set default public.uuid_v7();
 alter table public.events alter column id set default public.uuid_v7();
 
 drop index if exists public.idx_stripe_webhooks_event_created;
+drop index if exists public.idx_stripe_webhooks_type_created;
 
 create index if not exists stripe_webhook_events_created_brin
   on public.stripe_webhook_events using brin (created_at);
