@@ -23,7 +23,8 @@ conc="${BENCH_CONCURRENCY:-16}"
 scale="${BENCH_SCALE:-1}"
 pool="${BENCH_POOL_SIZE:-16}"
 max_load="${BENCH_MAX_LOAD:-1.5}"
-mixes="${BENCH_MIXES:-catalog purchase subscription duplicates product subscription-updated intent-mapped intent-unknown}"
+all_mixes="catalog purchase subscription duplicates product subscription-updated intent-mapped intent-unknown"
+mixes="${BENCH_MIXES:-$all_mixes}"
 ceilings="${BENCH_CEILINGS:-1}"
 growth="${BENCH_GROWTH:-}"
 rows="${BENCH_ROWS:-0}"
@@ -219,22 +220,31 @@ pg_ticks() {
   echo "$t"
 }
 pgbench_rate() { # kind mix -> events/s (empty without a script)
-  local kind="$1" mix="$2" n files=() per=1 f tps
+  local kind="$1" mix="$2" n files=() per=1 f tps other
   n="$(events_of "$mix")"
   for f in scripts/bench/"$kind"-"$mix".sql scripts/bench/"$kind"-"$mix"-*.sql; do
     [[ -f "$f" ]] || continue
+    # a part of this mix (catalog-price), not another mix's file (subscription-updated)
+    other="${f#scripts/bench/"$kind"-}"; other="${other%.sql}"
+    [[ "$other" != "$mix" && " $all_mixes " == *" $other "* ]] && continue
     files+=(-f "$f")
     per="$(grep -o 'events per run: [0-9]*' "$f" | grep -o '[0-9]*$')"
   done
   (( ${#files[@]} )) || return 0
   "${psql_db[@]}" -c checkpoint >/dev/null
   tps="$("$bin/pgbench" -n -h 127.0.0.1 -p "$pg_port" -U postgres -M prepared -c "$conc" -j 2 \
-    -t $((n / conc / per)) -D run="${runs[$mix]}" -D nsub="$(events_of "$mix")" -D ndup="$n" "${files[@]}" postgres \
+    -t $((n / conc / per)) -D run="${runs[$mix]}" -D nsub="${nsub:-1}" -D ndup="$n" "${files[@]}" postgres \
     2>&1 | tee -a "$out/pgbench.log" | awk '/^tps/ {print $3; exit}' || true)"
   awk -v t="$tps" -v k="$per" 'BEGIN { if (t != "") printf "%.1f", t * k }'
 }
 if [[ "$ceilings" == 1 ]]; then
   stop_worker  # the worker's idle pool must not count in PostgreSQL's CPU
+  # The subscription ceiling renews subscribers the worker provisioned, numbered for pgbench.
+  "${psql_db[@]}" -c "drop table if exists bench_subscribers" -c "create table bench_subscribers as
+    select (row_number() over (order by id) - 1)::int as n, id as sid, stripe_customer_id as cid
+    from public.subscriptions where stripe_customer_id is not null" \
+    -c "alter table bench_subscribers add primary key (n)" >/dev/null
+  nsub="$("${psql_db[@]}" -At -c "select greatest(count(*), 1) from bench_subscribers")"
   for mix in $mixes; do
     p0="$(pg_ticks)"
     ceiling[$mix]="$(pgbench_rate ceiling "$mix")"
@@ -259,8 +269,9 @@ echo
 echo "| mix | events | events/s | p50 ms | p99 ms | max ms | non-2xx | answers | worker RSS MiB | worker CPU µs/ev | PG CPU µs/ev | WAL B/ev | FPI B/ev | replayed ceiling ev/s | worker / replayed | minimal ceiling ev/s | worker / minimal |"
 echo "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 known=""
-for m in "${!ceiling[@]}"; do known+=" c:$m=${ceiling[$m]}"; done
-for m in "${!minimal[@]}"; do known+=" m:$m=${minimal[$m]}"; done
+# keyed as the load generator names the mix in its results (without hyphens)
+for m in "${!ceiling[@]}"; do known+=" c:${m//-/}=${ceiling[$m]}"; done
+for m in "${!minimal[@]}"; do known+=" m:${m//-/}=${minimal[$m]}"; done
 while read -r line; do
   python3 - "$line" "$known" <<'PY'
 import json, sys
