@@ -80,7 +80,6 @@ impl Handler for CheckoutCompleted {
         "checkout.session.completed",
         "checkout.session.async_payment_succeeded",
     ];
-    const CALLS_OUT: bool = true;
 
     /// The buyer's email (`customer_details.email`, else the prefilled `customer_email`, else
     /// the directory's or Stripe's for the session's customer) and, with the admin API, their

@@ -71,7 +71,6 @@ impl Handler for Customers {
     const OBJECT: &'static str = "customer";
     const EVENT_TYPES: &'static [&'static str] =
         &["customer.created", "customer.updated", "customer.deleted"];
-    const CALLS_OUT: bool = true;
 
     /// Money from this customer already stored, waiting for its buyer: they are provisioned now.
     async fn prepare(

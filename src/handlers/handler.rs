@@ -33,9 +33,6 @@ pub trait Handler: Sync + 'static {
     const OBJECT: &'static str;
     /// The event types routed to this handler.
     const EVENT_TYPES: &'static [&'static str];
-    /// Whether `prepare` may call Stripe or Supabase Auth. The pipeline then first looks for
-    /// a finished delivery of the same event, so a redelivery costs no external call.
-    const CALLS_OUT: bool = false;
 
     /// Before the event's transaction. External calls go here and nowhere else; database
     /// look-ups go through `cx`, which takes a pooled connection per query and returns it at
@@ -198,8 +195,6 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// A handler with its types erased, as the registry holds it.
 pub trait Route: Sync {
     fn event_types(&self) -> &'static [&'static str];
-    /// Whether preparing this event may call an external API with these services.
-    fn calls_out(&self, services: &Services) -> bool;
     /// Parses the object and runs `prepare`.
     fn prepare<'a>(
         &'static self,
@@ -211,10 +206,6 @@ pub trait Route: Sync {
 impl<H: Handler> Route for H {
     fn event_types(&self) -> &'static [&'static str] {
         H::EVENT_TYPES
-    }
-
-    fn calls_out(&self, services: &Services) -> bool {
-        H::CALLS_OUT && (services.stripe.is_some() || services.auth_admin.is_some())
     }
 
     fn prepare<'a>(

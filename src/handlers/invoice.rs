@@ -327,7 +327,6 @@ impl Handler for Invoices {
         "invoice.marked_uncollectible",
         "invoice.voided",
     ];
-    const CALLS_OUT: bool = true;
 
     /// A paid invoice of a customer nobody knows yet: who bought.
     async fn prepare(

@@ -152,7 +152,6 @@ impl Handler for PaymentIntents {
         "payment_intent.payment_failed",
         "payment_intent.canceled",
     ];
-    const CALLS_OUT: bool = true;
 
     /// A succeeded payment of a buyer nobody knows yet: who paid.
     async fn prepare(

@@ -19,10 +19,12 @@
 //!
 //! Round trips are the cost that counts (each one wakes a backend on a busy database): the
 //! look-up, the retake of a waiting row and the savepoint go out as one pipelined batch, and the
-//! status check before any work is made only where `prepare` may call an external API.
+//! status check before any work is made only for an id this process received before (`recent`),
+//! which answers a redelivery with that one probe.
 
 mod attempt;
 mod backoff;
+mod recent;
 mod replay;
 pub mod report;
 mod sql;
@@ -36,6 +38,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 pub use backoff::retry_delay;
+use recent::RecentIds;
 pub use replay::{NotSelected, ReplayCandidate, ReplayFilter, ReplayOutcome};
 pub use status::{Attempt, DeliveryStatus, Status};
 
@@ -114,6 +117,7 @@ pub struct Pipeline {
     worker_id: String,
     services: Arc<Services>,
     metrics: Arc<Metrics>,
+    recent: Arc<RecentIds>,
 }
 
 impl Pipeline {
@@ -139,6 +143,7 @@ impl Pipeline {
                 confirm_checkout_email: settings.provisioning.confirm_checkout_email,
             }),
             metrics: Arc::new(Metrics::default()),
+            recent: Arc::new(RecentIds::new()),
         })
     }
 
@@ -164,9 +169,11 @@ impl Pipeline {
         request_id: &str,
     ) -> Result<DeliveryStatus, IngestError> {
         let work = async {
-            // A redelivery of a finished event touches nothing. Worth a round trip only where
-            // `prepare` may call Stripe or Supabase Auth; otherwise the INSERT below tells.
-            if self.calls_out(envelope) && self.is_finished(&envelope.id).await? {
+            // A redelivery of a finished event is answered from one index probe, before its
+            // object is parsed, `prepare` calls out or a transaction opens (three round trips
+            // and five statements). Only ids this process received before are probed, so a
+            // first delivery does not pay for it; the transaction still tells the others.
+            if self.recent.seen_before(&envelope.id) && self.is_finished(&envelope.id).await? {
                 return Ok(DeliveryStatus::Duplicate);
             }
             let plan = self.plan(envelope).await?;
@@ -291,12 +298,6 @@ impl Pipeline {
             return Err(Some("thin event: no object snapshot"));
         }
         handlers::route(&envelope.event_type).ok_or(None)
-    }
-
-    /// Whether preparing this event may call Stripe or Supabase Auth.
-    fn calls_out(&self, envelope: &EventEnvelope) -> bool {
-        self.route(envelope)
-            .is_ok_and(|route| route.calls_out(&self.services))
     }
 
     /// Parses the object and runs the handler's `prepare`, before any transaction.

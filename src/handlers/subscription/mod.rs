@@ -37,7 +37,6 @@ impl Handler for Subscriptions {
         "customer.subscription.pending_update_applied",
         "customer.subscription.trial_will_end",
     ];
-    const CALLS_OUT: bool = true;
 
     /// A trial or a paid subscription of a customer not mapped yet: its buyer, from the
     /// directory of Stripe customers or (with STRIPE_SECRET_KEY) Stripe.
