@@ -233,7 +233,7 @@ pgbench_rate() { # kind mix -> events/s (empty without a script)
   (( ${#files[@]} )) || return 0
   "${psql_db[@]}" -c checkpoint >/dev/null
   tps="$("$bin/pgbench" -n -h 127.0.0.1 -p "$pg_port" -U postgres -M prepared -c "$conc" -j 2 \
-    -t $((n / conc / per)) -D run="${runs[$mix]}" -D nsub="${nsub:-1}" -D ndup="$n" "${files[@]}" postgres \
+    -t $((n / conc / per)) -D run="${runs[$mix]}" -D nsub="${nsub:-1}" -D ndup="${nevents:-1}" "${files[@]}" postgres \
     2>&1 | tee -a "$out/pgbench.log" | awk '/^tps/ {print $3; exit}' || true)"
   awk -v t="$tps" -v k="$per" 'BEGIN { if (t != "") printf "%.1f", t * k }'
 }
@@ -245,6 +245,11 @@ if [[ "$ceilings" == 1 ]]; then
     from public.subscriptions where stripe_customer_id is not null" \
     -c "alter table bench_subscribers add primary key (n)" >/dev/null
   nsub="$("${psql_db[@]}" -At -c "select greatest(count(*), 1) from bench_subscribers")"
+  # The duplicates ceiling probes stored events, numbered likewise.
+  "${psql_db[@]}" -c "drop table if exists bench_events" -c "create table bench_events as
+    select (row_number() over (order by stripe_event_id) - 1)::int as n, stripe_event_id
+    from public.stripe_webhook_events" -c "alter table bench_events add primary key (n)" >/dev/null
+  nevents="$("${psql_db[@]}" -At -c "select greatest(count(*), 1) from bench_events")"
   for mix in $mixes; do
     p0="$(pg_ticks)"
     ceiling[$mix]="$(pgbench_rate ceiling "$mix")"
