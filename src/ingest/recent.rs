@@ -10,7 +10,7 @@ use std::hash::BuildHasher;
 use std::sync::Mutex;
 
 /// Ids kept per generation; two generations are kept, so between `GENERATION` and twice that
-/// many of the latest ids are remembered (8 bytes each).
+/// many of the latest ids are remembered (an 8-byte hash each; at most about 2.5 MiB).
 const GENERATION: usize = 65_536;
 
 pub struct RecentIds {
