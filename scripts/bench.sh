@@ -239,17 +239,21 @@ pgbench_rate() { # kind mix -> events/s (empty without a script)
 }
 if [[ "$ceilings" == 1 ]]; then
   stop_worker  # the worker's idle pool must not count in PostgreSQL's CPU
-  # The subscription ceiling renews subscribers the worker provisioned, numbered for pgbench.
-  "${psql_db[@]}" -c "drop table if exists bench_subscribers" -c "create table bench_subscribers as
-    select (row_number() over (order by id) - 1)::int as n, id as sid, stripe_customer_id as cid
-    from public.subscriptions where stripe_customer_id is not null" \
-    -c "alter table bench_subscribers add primary key (n)" >/dev/null
-  nsub="$("${psql_db[@]}" -At -c "select greatest(count(*), 1) from bench_subscribers")"
-  # The duplicates ceiling probes stored events, numbered likewise.
-  "${psql_db[@]}" -c "drop table if exists bench_events" -c "create table bench_events as
-    select (row_number() over (order by stripe_event_id) - 1)::int as n, stripe_event_id
-    from public.stripe_webhook_events" -c "alter table bench_events add primary key (n)" >/dev/null
-  nevents="$("${psql_db[@]}" -At -c "select greatest(count(*), 1) from bench_events")"
+  # The subscription ceiling renews subscribers the worker provisioned, and the duplicates
+  # ceiling probes stored events: numbered for pgbench, only for the mixes that run.
+  if [[ " $mixes " == *" subscription-updated "* ]]; then
+    "${psql_db[@]}" -c "drop table if exists bench_subscribers" -c "create table bench_subscribers as
+      select (row_number() over (order by id) - 1)::int as n, id as sid, stripe_customer_id as cid
+      from public.subscriptions where stripe_customer_id is not null" \
+      -c "alter table bench_subscribers add primary key (n)" >/dev/null
+    nsub="$("${psql_db[@]}" -At -c "select greatest(count(*), 1) from bench_subscribers")"
+  fi
+  if [[ " $mixes " == *" duplicates "* ]]; then
+    "${psql_db[@]}" -c "drop table if exists bench_events" -c "create table bench_events as
+      select (row_number() over (order by stripe_event_id) - 1)::int as n, stripe_event_id
+      from public.stripe_webhook_events" -c "alter table bench_events add primary key (n)" >/dev/null
+    nevents="$("${psql_db[@]}" -At -c "select greatest(count(*), 1) from bench_events")"
+  fi
   for mix in $mixes; do
     p0="$(pg_ticks)"
     ceiling[$mix]="$(pgbench_rate ceiling "$mix")"

@@ -170,8 +170,15 @@ select is((select count(*) from (select public.uuid_v7() u from generate_series(
 select ok(abs(extract(epoch from clock_timestamp())
               - ('x' || substr(replace(public.uuid_v7()::text, '-', ''), 1, 12))::bit(48)::bigint / 1000.0) < 5,
           'uuid_v7: its first 48 bits are the current Unix milliseconds');
-select ok((select bool_and(a < b) from (select public.uuid_v7() a, (select public.uuid_v7() from pg_sleep(0.002)) b) x),
-          'uuid_v7: a later key sorts after an earlier one');
+create function pg_temp.uuid_v7_later_sorts_after() returns boolean language plpgsql as $$
+declare
+  v_earlier uuid := public.uuid_v7();
+begin
+  perform pg_sleep(0.002);
+  return v_earlier < public.uuid_v7();
+end
+$$;
+select ok(pg_temp.uuid_v7_later_sorts_after(), 'uuid_v7: a key made later sorts after an earlier one');
 select lives_ok($$insert into public.stripe_webhook_events (stripe_event_id, event_type, event_data)
                    values ('evt_T3', 'x', '{}'), ('evt_T4', 'x', '{}')$$, 'event rows inserted without an id');
 select is((select count(*) from public.stripe_webhook_events
