@@ -76,7 +76,7 @@ struct Args {
     /// (the first change of each page after a checkpoint writes a full-page image).
     #[arg(long)]
     checkpoint: bool,
-    /// pg_stat_statements_reset() before the clock starts.
+    /// pg_stat_statements_reset() and the function counters' reset before the clock starts.
     #[arg(long)]
     reset_statements: bool,
     /// Send only the timed events, for a service that keeps no state per buyer: stripe-sync-engine
@@ -457,8 +457,13 @@ async fn main() -> anyhow::Result<()> {
             db.batch_execute("checkpoint").await?;
         }
         if args.reset_statements {
-            db.batch_execute("select pg_stat_statements_reset()")
-                .await?;
+            // Function counters too (kept only with track_functions = 'all'): the call counts
+            // of the derivation chain per timed event.
+            db.batch_execute(
+                "select pg_stat_statements_reset();
+                 select pg_stat_reset_single_function_counters(funcid) from pg_stat_user_functions",
+            )
+            .await?;
         }
     }
     let wal_before = wal_lsn(db.as_ref()).await?;
