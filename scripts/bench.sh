@@ -23,7 +23,7 @@ conc="${BENCH_CONCURRENCY:-16}"
 scale="${BENCH_SCALE:-1}"
 pool="${BENCH_POOL_SIZE:-16}"
 max_load="${BENCH_MAX_LOAD:-1.5}"
-all_mixes="catalog purchase subscription duplicates product subscription-updated intent-mapped intent-unknown"
+all_mixes="catalog purchase subscription duplicates product subscription-updated intent-mapped intent-unknown charge"
 mixes="${BENCH_MIXES:-$all_mixes}"
 ceilings="${BENCH_CEILINGS:-1}"
 growth="${BENCH_GROWTH:-}"
@@ -37,6 +37,7 @@ events_of() {
     catalog|product) echo $((20000 * scale)) ;;
     purchase|duplicates|intent-unknown) echo $((10000 * scale)) ;;
     intent-mapped) echo $((6000 * scale)) ;;
+    charge) echo $((3000 * scale)) ;;
     subscription) echo $((6000 * scale)) ;;
     subscription-updated) echo $((4000 * scale)) ;;
   esac

@@ -39,6 +39,10 @@ enum Mix {
     /// payment_intent.succeeded of a customer nobody knows, with no address anywhere (stored
     /// unlinked until the customer's own event arrives).
     IntentUnknown,
+    /// charge.succeeded of a purchase whose other events arrived first: the money-movement
+    /// derivation (the grants of its intent, their status, the billing rows), whose cost must
+    /// not grow with the grants already stored.
+    Charge,
     /// Catalog events delivered once untimed, then the same events again (timed).
     Duplicates,
 }
@@ -255,6 +259,17 @@ fn build(args: &Args, t0: i64) -> (Vec<Flow>, Vec<Value>) {
             let customer = first.customer.expect("Checkout created a customer");
             s.checkout_payment(Buyer::Existing(customer), price);
             let timed = of_types(&s.events()[setup.len()..], &["payment_intent.succeeded"]);
+            (setup, timed)
+        })),
+        Mix::Charge => by_flow(flows(n, 1, |b| {
+            let mut s = shop(run, b, t0);
+            let price = s.catalog.onetime.clone();
+            s.checkout_payment(Buyer::New, price);
+            let (timed, setup): (Vec<Value>, Vec<Value>) = s
+                .events()
+                .iter()
+                .cloned()
+                .partition(|e| e["type"] == "charge.succeeded");
             (setup, timed)
         })),
         Mix::Subscription | Mix::SubscriptionUpdated => {
