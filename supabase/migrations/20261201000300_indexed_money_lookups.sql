@@ -134,6 +134,7 @@ as $$
 declare
   pi public.payment_intents;
   c record;
+  v_charges text[];
   v_known bigint;
   v_inactive bigint;
   v_rest bigint;
@@ -142,6 +143,7 @@ begin
   if not found then
     return;
   end if;
+  v_charges := array(select ch.stripe_charge_id from public.charges ch where ch.payment_intent_id = pi.id);
 
   if pi.status = 'succeeded'
      and not exists (select 1 from public.invoice_payments ip where ip.stripe_payment_intent_id = p_intent) then
@@ -157,8 +159,7 @@ begin
   perform public.refresh_refund_history(r.stripe_refund_id)
      from public.refunds r
     where r.stripe_payment_intent_id = p_intent
-       or r.stripe_charge_id = any (array(select ch.stripe_charge_id from public.charges ch
-                                           where ch.payment_intent_id = pi.id));
+       or r.stripe_charge_id = any (v_charges);
 
   for c in select * from public.charges ch where ch.payment_intent_id = pi.id loop
     select coalesce(sum(r.amount) filter (where r.status not in ('failed', 'canceled')), 0),
@@ -180,7 +181,6 @@ begin
   perform public.refresh_dispute_history(dp.stripe_dispute_id)
      from public.disputes dp
     where dp.stripe_payment_intent_id = p_intent
-       or dp.stripe_charge_id = any (array(select ch.stripe_charge_id from public.charges ch
-                                            where ch.payment_intent_id = pi.id));
+       or dp.stripe_charge_id = any (v_charges);
 end
 $$;

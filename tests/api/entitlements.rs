@@ -31,6 +31,11 @@ struct Expected {
 /// Runs `scenario` in every version: in order, then three shuffled deliveries with duplicates
 /// (each in its own shop, so ids differ); every delivery must give exactly `Expected`.
 async fn check(name: &str, scenario: Scenario) {
+    check_edited(name, scenario, |_| {}).await;
+}
+
+/// `check`, with the flow's events edited before delivery (a shape the shop does not write).
+async fn check_edited(name: &str, scenario: Scenario, edit: fn(&mut [Value])) {
     let app = spawn_app().await;
     for (n, version) in VERSIONS.into_iter().enumerate() {
         for round in 0..4u64 {
@@ -41,7 +46,8 @@ async fn check(name: &str, scenario: Scenario) {
             });
             let expected = scenario(&mut shop);
             let email = shop.email().to_owned();
-            let events = shop.into_events();
+            let mut events = shop.into_events();
+            edit(&mut events);
             if round == 0 {
                 deliver_in_order(&app, &events).await;
             } else {
@@ -348,6 +354,72 @@ async fn a_lost_dispute_revokes_and_a_won_one_restores() {
                 ],
             }
         },
+    )
+    .await;
+}
+
+/// Refunds and disputes of a payment made through the Charges API name only their charge
+/// (`payment_intent` null on the refund and the dispute, wherever they appear).
+fn refunds_and_disputes_name_only_their_charge(events: &mut [Value]) {
+    /// The refunds and disputes that named their intent, now unnamed.
+    fn strip(v: &mut Value) -> usize {
+        match v {
+            Value::Object(o) => {
+                let mut n = 0;
+                if matches!(
+                    o.get("object").and_then(Value::as_str),
+                    Some("refund" | "dispute")
+                ) {
+                    let named = o.insert("payment_intent".into(), Value::Null);
+                    n += usize::from(named.is_some_and(|p| p.is_string()));
+                }
+                n + o.values_mut().map(strip).sum::<usize>()
+            }
+            Value::Array(a) => a.iter_mut().map(strip).sum(),
+            _ => 0,
+        }
+    }
+    let unnamed: usize = events.iter_mut().map(|e| strip(&mut e["data"])).sum();
+    assert!(
+        unnamed >= 2,
+        "the flow has a refund and a dispute naming their intent"
+    );
+}
+
+#[tokio::test]
+async fn a_refund_and_a_lost_dispute_that_name_only_their_charge_revoke_their_passes() {
+    check_edited(
+        "full refund and lost dispute, each naming only its charge",
+        |shop| {
+            let onetime = shop.catalog.onetime.clone();
+            let first = shop.checkout_payment(Buyer::New, onetime.clone());
+            let customer = first.customer.clone().expect("checkout created a customer");
+            shop.advance(DAY);
+            let second = shop.checkout_payment(Buyer::Existing(customer), onetime);
+            shop.advance(3 * DAY);
+            shop.refund(&first.charge, None);
+            shop.advance(DAY);
+            let lost = shop.dispute_opened(&second.charge);
+            shop.dispute_closed(&lost.dispute, false);
+            Expected {
+                expiry: None,
+                grants: vec![
+                    months("purchase", 12, "revoked refunded", None),
+                    months("purchase", 12, "revoked disputed", None),
+                ],
+                vouchers: vec![
+                    "12 used revoked revoked_at".into(),
+                    "12 used revoked revoked_at".into(),
+                ],
+                money: vec![
+                    ("stripe.payment_intent.succeeded", "49.00"),
+                    ("stripe.payment_intent.succeeded", "49.00"),
+                    ("stripe.refund", "-49.00"),
+                    ("stripe.charge.dispute.funds_withdrawn", "-49.00"),
+                ],
+            }
+        },
+        refunds_and_disputes_name_only_their_charge,
     )
     .await;
 }
