@@ -157,7 +157,9 @@ index_scans() { # the event log's indexes: scans so far
     where relname = 'stripe_webhook_events' order by indexrelname"
 }
 
-# 3. The worker, mix by mix; peak RSS after each. Each timed phase starts right after a
+# 3. The worker, mix by mix; peak RSS after each. Each timed phase starts right after an
+# ANALYZE (the set-up grows tables from empty in seconds, faster than autovacuum re-reads
+# them: the plans are those of a database whose statistics describe its rows) and a
 # CHECKPOINT (same state for every mix and every run: the first change of a page after a
 # checkpoint writes its full image), with pg_stat_statements reset.
 declare -A runs
@@ -168,7 +170,7 @@ run_mix() { # mix rows-label
   index_scans >"$out/indexes-before.txt"
   line="$(loadgen --mix "$mix" --events "$n" --concurrency "$conc" --run "${runs[$mix]}" \
     --worker-pid "$worker_pid" --postmaster-pid "$(postmaster_pid)" \
-    --database-url "$db" --checkpoint --reset-statements)"
+    --database-url "$db" --analyze --checkpoint --reset-statements)"
   hwm="$(awk '/VmHWM/ {print $2}' "/proc/$worker_pid/status")"
   split="$(wal_split "$(jq -r .wal_from <<<"$line")" "$(jq -r .wal_to <<<"$line")")"
   read -r rec fpi comb <<<"${split:-0 0 0}"
@@ -205,8 +207,9 @@ for mix in $mixes; do run_mix "$mix" "$rows"; done
 # 4. The ceilings: pgbench at the same concurrency against the same database, one transaction
 # per event. "replayed": the statements the worker sends (scripts/bench/ceiling-<mix>*.sql,
 # written from target/bench/captured.sql); "minimal": the event row and the upsert of the
-# object the event carries (scripts/bench/minimal-<mix>*.sql). A script's "events per run: K"
-# converts its tx/s (script runs/s) to events/s.
+# object the event carries (scripts/bench/minimal-<mix>*.sql; for the payment intents, every row
+# the event leaves, written once in one statement without triggers). A script's "events per
+# run: K" converts its tx/s (script runs/s) to events/s.
 : >"$out/pgbench.log"
 declare -A ceiling minimal pgcpu
 # postmaster utime+stime+cutime+cstime plus its live children's utime+stime, in clock ticks
@@ -221,7 +224,7 @@ pg_ticks() {
   echo "$t"
 }
 pgbench_rate() { # kind mix -> events/s (empty without a script)
-  local kind="$1" mix="$2" n files=() per=1 f tps other
+  local kind="$1" mix="$2" n files=() per=1 f tps other opts
   n="$(events_of "$mix")"
   for f in scripts/bench/"$kind"-"$mix".sql scripts/bench/"$kind"-"$mix"-*.sql; do
     [[ -f "$f" ]] || continue
@@ -232,9 +235,12 @@ pgbench_rate() { # kind mix -> events/s (empty without a script)
     per="$(grep -o 'events per run: [0-9]*' "$f" | grep -o '[0-9]*$')"
   done
   (( ${#files[@]} )) || return 0
+  # A script may name connection options ("-- pgbench: PGOPTIONS=…"): set per connection, as
+  # a SET inside the transaction would discard every cached plan each time.
+  opts="$(grep -ho '^-- pgbench: PGOPTIONS=.*' "${files[@]:1:1}" | sed 's/^-- pgbench: PGOPTIONS=//' || true)"
   "${psql_db[@]}" -c checkpoint >/dev/null
-  tps="$("$bin/pgbench" -n -h 127.0.0.1 -p "$pg_port" -U postgres -M prepared -c "$conc" -j 2 \
-    -t $((n / conc / per)) -D run="${runs[$mix]}" -D nsub="${nsub:-1}" -D ndup="${nevents:-1}" "${files[@]}" postgres \
+  tps="$(PGOPTIONS="$opts" "$bin/pgbench" -n -h 127.0.0.1 -p "$pg_port" -U postgres -M prepared -c "$conc" -j 2 \
+    -t $((n / conc / per)) -D run="${runs[$mix]}" -D nsub="${nsub:-1}" -D ndup="${nevents:-1}" -D nbuy="${nbuy:-1}" "${files[@]}" postgres \
     2>&1 | tee -a "$out/pgbench.log" | awk '/^tps/ {print $3; exit}' || true)"
   awk -v t="$tps" -v k="$per" 'BEGIN { if (t != "") printf "%.1f", t * k }'
 }
@@ -248,6 +254,15 @@ if [[ "$ceilings" == 1 ]]; then
       from public.subscriptions where stripe_customer_id is not null" \
       -c "alter table bench_subscribers add primary key (n)" >/dev/null
     nsub="$("${psql_db[@]}" -At -c "select greatest(count(*), 1) from bench_subscribers")"
+  fi
+  if [[ " $mixes " == *" intent-mapped "* ]]; then
+    "${psql_db[@]}" -c "drop table if exists bench_buyers" -c "create table bench_buyers as
+      select (row_number() over (order by a.id) - 1)::int as n, a.user_id as uid, a.id as aid,
+             a.account_number as anum, c.stripe_customer_id as cid
+      from public.accounts a join public.customers c on c.id = a.user_id
+      where c.stripe_customer_id is not null" \
+      -c "alter table bench_buyers add primary key (n)" >/dev/null
+    nbuy="$("${psql_db[@]}" -At -c "select greatest(count(*), 1) from bench_buyers")"
   fi
   if [[ " $mixes " == *" duplicates "* ]]; then
     "${psql_db[@]}" -c "drop table if exists bench_events" -c "create table bench_events as

@@ -7,7 +7,7 @@ start transaction;
 select id, retry_count from public.stripe_webhook_events where stripe_event_id = 'evt_pgb_co_' || :b::text and (processing_status in ('failed', 'pending') or (processing_status = 'processing' and locked_until < now())) for update skip locked;
 select processing_status from public.stripe_webhook_events where stripe_event_id = 'evt_pgb_co_' || :b::text;
 savepoint handler;
-select user_id from public.stripe_customers where stripe_customer_id = 'cus_pgb_' || :b::text union all select id from public.customers where stripe_customer_id = 'cus_pgb_' || :b::text limit 1;
+select coalesce((select sc.user_id from public.stripe_customers sc where sc.stripe_customer_id = 'cus_pgb_' || :b::text), (select c.id from public.customers c where c.stripe_customer_id = 'cus_pgb_' || :b::text));
 select public.find_or_create_auth_user('buyer.pgb.' || :b::text || '@example.com', 'Bench Buyer') as uid \gset
 insert into public.users (id, email, full_name) select id, email, 'Bench Buyer' from auth.users where id = :uid::uuid on conflict (id) do update set email = excluded.email, full_name = coalesce(public.users.full_name, excluded.full_name);
 insert into public.customers (id) values (:uid::uuid) on conflict (id) do nothing;
@@ -29,7 +29,7 @@ select id, retry_count from public.stripe_webhook_events where stripe_event_id =
 select processing_status from public.stripe_webhook_events where stripe_event_id = 'evt_pgb_pi_' || :b::text;
 savepoint handler;
 select public.claim_object_version('pi_pgb_' || :b::text, 'payment_intent', clock_timestamp(), 7, 'evt_pgb_pi_' || :b::text, false);
-select user_id from public.stripe_customers where stripe_customer_id = 'cus_pgb_' || :b::text union all select id from public.customers where stripe_customer_id = 'cus_pgb_' || :b::text limit 1;
+select coalesce((select sc.user_id from public.stripe_customers sc where sc.stripe_customer_id = 'cus_pgb_' || :b::text), (select c.id from public.customers c where c.stripe_customer_id = 'cus_pgb_' || :b::text));
 insert into public.customers (id) values (:uid::uuid) on conflict (id) do nothing;
 insert into public.payment_intents (stripe_payment_intent_id, status, amount, currency, customer_id, receipt_email, stripe_customer_id, price_id) values ('pi_pgb_' || :b::text, 'succeeded', 4900, lower('usd'), :uid::uuid, null, 'cus_pgb_' || :b::text, (select id from public.prices where id = null::text)) on conflict (stripe_payment_intent_id) do update set status = case when payment_intents.status in ('succeeded', 'canceled') then payment_intents.status else excluded.status end, amount = excluded.amount, currency = excluded.currency, customer_id = coalesce(payment_intents.customer_id, excluded.customer_id), receipt_email = coalesce(excluded.receipt_email, payment_intents.receipt_email), stripe_customer_id = coalesce(payment_intents.stripe_customer_id, excluded.stripe_customer_id), price_id = coalesce(payment_intents.price_id, excluded.price_id) returning id;
 insert into public.events (category, event_type, source, user_id, amount, currency, occurred_at, external_id, metadata) values ('billing', 'stripe.payment_intent.succeeded', 'stripe', :uid::uuid, 4900::int8::numeric / (10::numeric ^ 2::int4), 'usd', coalesce(now(), now()), 'evt_pgb_pi_' || :b::text, ('{"customer":  "cus_pgb_' || :b::text || '", "payment_intent":  "pi_pgb_' || :b::text || '"}')::jsonb) on conflict (source, external_id) do nothing;

@@ -11,7 +11,7 @@ select id, retry_count from public.stripe_webhook_events where stripe_event_id =
 select processing_status from public.stripe_webhook_events where stripe_event_id = 'evt_pgb_su_' || :n::text;
 select set_config('stripe_worker.event_id', 'evt_pgb_su_' || :n::text, true);
 savepoint handler;
-select user_id as uid from public.stripe_customers where stripe_customer_id = :cid::text union all select id from public.customers where stripe_customer_id = :cid::text limit 1 \gset
+select coalesce((select sc.user_id from public.stripe_customers sc where sc.stripe_customer_id = :cid::text), (select c.id from public.customers c where c.stripe_customer_id = :cid::text)) as uid \gset
 insert into public.products (id, active) select 'prod_demo_monthly'::text, false where not exists (select 1 from public.products where id = 'prod_demo_monthly'::text) on conflict (id) do nothing;
 insert into public.prices (id, product_id, active, unit_amount, currency, type, interval, interval_count) select 'price_demo_monthly'::text, 'prod_demo_monthly', true, 900, lower('usd'), 'recurring', 'month', 1 where not exists (select 1 from public.prices where id = 'price_demo_monthly'::text) on conflict (id) do nothing;
 select public.claim_object_version(:sid::text, 'subscription', clock_timestamp(), 28767432899, 'evt_pgb_su_' || :n::text, false);

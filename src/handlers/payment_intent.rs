@@ -128,17 +128,32 @@ pub async fn upsert(
     tx: &Transaction<'_>,
     row: &IntentRow<'_>,
 ) -> Result<(Uuid, Option<Uuid>), tokio_postgres::Error> {
-    if let Some(user) = row.user_id {
-        provision::ensure_customer_row(tx, user).await?;
-    }
     let stmt = tx.prepare_cached(UPSERT).await?;
-    let r = tx.query_one(&stmt, &row.params()).await?;
+    let params = row.params();
+    // The customer row the intent references, then the intent: one round trip. Both are
+    // prepared first, so they reach the server in this order.
+    let r = match row.user_id {
+        Some(user) => {
+            let ensure = tx.prepare_cached(provision::ENSURE_CUSTOMER_ROW).await?;
+            let user: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&user];
+            let (_, r) =
+                futures_util::try_join!(tx.execute(&ensure, &user), tx.query_one(&stmt, &params))?;
+            r
+        }
+        None => tx.query_one(&stmt, &params).await?,
+    };
     Ok((r.get(0), r.get(1)))
 }
 
-/// The owner an intent already has (a guest checkout names it before the intent's own events).
-const OWNER: &str =
-    "select customer_id from public.payment_intents where stripe_payment_intent_id = $1";
+/// Whether the intent already has an owner (a guest checkout names it before the intent's own
+/// events) and whether its Stripe customer is mapped to a user: one round trip for the two
+/// questions that end `prepare` for most payments.
+const OWNER_OR_MAPPED: &str = "
+select exists (select 1 from public.payment_intents
+                where stripe_payment_intent_id = $1 and customer_id is not null),
+       $2::text is not null and coalesce(
+         (select sc.user_id from public.stripe_customers sc where sc.stripe_customer_id = $2),
+         (select c.id from public.customers c where c.stripe_customer_id = $2)) is not null";
 
 pub struct PaymentIntents;
 
@@ -163,14 +178,16 @@ impl Handler for PaymentIntents {
         if pi.status(&event.event_type) != "succeeded" {
             return Ok(None);
         }
-        if let Some(row) = cx.query_opt(OWNER, &[&pi.id]).await? {
-            if row.get::<_, Option<Uuid>>(0).is_some() {
-                return Ok(None);
-            }
+        let known = cx
+            .query_opt(OWNER_OR_MAPPED, &[&pi.id, &pi.customer.as_deref()])
+            .await?;
+        let (owned, mapped) = known.map_or((false, false), |r| (r.get(0), r.get(1)));
+        if owned || mapped {
+            return Ok(None);
         }
         match &pi.customer {
             Some(customer) => {
-                provision::prepare_unmapped(cx, customer, pi.receipt_email.as_deref(), None).await
+                provision::prepare_unknown(cx, customer, pi.receipt_email.as_deref(), None).await
             }
             None => match provision::find_buyer(cx, None, pi.receipt_email.as_deref(), None).await?
             {
@@ -192,20 +209,22 @@ impl Handler for PaymentIntents {
             link_payment(tx, invoice, &pi.id, pi.amount_received).await?;
         }
         let status = pi.status(&event.event_type).to_owned();
-        if !ordering::claim(
-            tx,
-            "payment_intent",
-            &pi.id,
-            event,
-            status_rank(&status),
-            false,
-        )
-        .await?
-        {
+        // One round trip: the customer is looked up beside the claim, and unused when stale.
+        let (fresh, mut user_id) = futures_util::try_join!(
+            ordering::claim(
+                tx,
+                "payment_intent",
+                &pi.id,
+                event,
+                status_rank(&status),
+                false
+            ),
+            provision::resolve_customer(tx, pi.customer.as_deref()),
+        )?;
+        if !fresh {
             return Ok(Applied::note(ordering::stale_note(&pi.id)));
         }
         let mut applied = Applied::default();
-        let mut user_id = provision::resolve_customer(tx, pi.customer.as_deref()).await?;
         if let (None, Some(buyer)) = (user_id, &prepared) {
             let user = provision::provision(tx, buyer).await?;
             user_id = Some(user);

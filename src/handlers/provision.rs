@@ -33,12 +33,13 @@ pub struct PreparedBuyer {
 }
 
 /// A deleted Stripe customer keeps its mapping: its later events (the cancellation Stripe sends
-/// with the deletion) still belong to the same person.
+/// with the deletion) still belong to the same person. Two scalar look-ups by key, with no
+/// `user_id is not null` qual: that qual would let the planner, on statistics older than the
+/// table, read the whole partial e-mail index (`where user_id is not null`) instead of the key.
 const RESOLVE_CUSTOMER: &str = "
-select user_id from public.stripe_customers where stripe_customer_id = $1 and user_id is not null
-union all
-select id from public.customers where stripe_customer_id = $1
-limit 1";
+select coalesce(
+  (select sc.user_id from public.stripe_customers sc where sc.stripe_customer_id = $1),
+  (select c.id from public.customers c where c.stripe_customer_id = $1))";
 
 /// The user a Stripe customer is mapped to, if any.
 pub async fn resolve_customer(
@@ -49,7 +50,7 @@ pub async fn resolve_customer(
         return Ok(None);
     };
     let stmt = client.prepare_cached(RESOLVE_CUSTOMER).await?;
-    Ok(client.query_opt(&stmt, &[&id]).await?.map(|r| r.get(0)))
+    Ok(client.query_one(&stmt, &[&id]).await?.get(0))
 }
 
 /// `resolve_customer` before the transaction, on a connection held only for the query.
@@ -60,7 +61,8 @@ pub async fn customer_is_mapped(
     let Some(id) = stripe_customer_id else {
         return Ok(false);
     };
-    Ok(cx.query_opt(RESOLVE_CUSTOMER, &[&id]).await?.is_some())
+    let row = cx.query_opt(RESOLVE_CUSTOMER, &[&id]).await?;
+    Ok(row.and_then(|r| r.get::<_, Option<Uuid>>(0)).is_some())
 }
 
 /// The same look-up `find_or_create_auth_user` makes (the sign-in address, else an address a
@@ -122,6 +124,16 @@ pub async fn prepare_unmapped(
     if customer_is_mapped(cx, Some(customer)).await? {
         return Ok(None);
     }
+    prepare_unknown(cx, customer, email, name).await
+}
+
+/// `prepare_unmapped` for a customer the caller found unmapped already.
+pub async fn prepare_unknown(
+    cx: &PrepareContext<'_>,
+    customer: &str,
+    email: Option<&str>,
+    name: Option<&str>,
+) -> Result<Option<PreparedBuyer>, HandlerError> {
     match find_buyer(cx, Some(customer), email, name).await? {
         Some(buyer) => prepare_buyer(cx, buyer).await,
         None => Ok(None),
@@ -228,7 +240,7 @@ pub async fn provision(
     Ok(user_id)
 }
 
-const ENSURE_CUSTOMER_ROW: &str =
+pub const ENSURE_CUSTOMER_ROW: &str =
     "insert into public.customers (id) values ($1) on conflict (id) do nothing";
 
 /// payment_intents.customer_id references customers(id) (= the user id).
