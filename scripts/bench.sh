@@ -246,9 +246,10 @@ pgbench_rate() { # kind mix -> events/s (empty without a script)
 }
 if [[ "$ceilings" == 1 ]]; then
   stop_worker  # the worker's idle pool must not count in PostgreSQL's CPU
-  # The subscription ceiling renews subscribers the worker provisioned, and the duplicates
-  # ceiling probes stored events: numbered for pgbench, only for the mixes that run.
-  if [[ " $mixes " == *" subscription-updated "* ]]; then
+  # The subscription ceilings renew subscribers the worker provisioned, the mapped intent's
+  # minimal one pays for buyers it provisioned, and the duplicates ceiling probes stored
+  # events: numbered for pgbench, only for the mixes that run.
+  if [[ " $mixes " == *" subscription-updated "* || " $mixes " == *" subscription "* ]]; then
     "${psql_db[@]}" -c "drop table if exists bench_subscribers" -c "create table bench_subscribers as
       select (row_number() over (order by id) - 1)::int as n, id as sid, stripe_customer_id as cid
       from public.subscriptions where stripe_customer_id is not null" \
