@@ -207,9 +207,9 @@ for mix in $mixes; do run_mix "$mix" "$rows"; done
 # 4. The ceilings: pgbench at the same concurrency against the same database, one transaction
 # per event. "replayed": the statements the worker sends (scripts/bench/ceiling-<mix>*.sql,
 # written from target/bench/captured.sql); "minimal": the event row and the upsert of the
-# object the event carries (scripts/bench/minimal-<mix>*.sql; for the payment intents, every row
-# the event leaves, written once in one statement without triggers). A script's "events per
-# run: K" converts its tx/s (script runs/s) to events/s.
+# object the event carries (scripts/bench/minimal-<mix>*.sql; for the purchase, the renewal and
+# the payment intents, every row the flow leaves, written once, one statement per event, without
+# triggers). A script's "events per run: K" converts its tx/s (script runs/s) to events/s.
 : >"$out/pgbench.log"
 declare -A ceiling minimal pgcpu
 # postmaster utime+stime+cutime+cstime plus its live children's utime+stime, in clock ticks

@@ -22,6 +22,8 @@ mod refund;
 mod subscription;
 
 pub use handler::{Applied, Handler, HandlerError, PrepareContext, Prepared, Route, Services};
+/// Who a Stripe customer is mapped to, as SQL: the one definition `reconcile` shares.
+pub(crate) use provision::customer_user_sql;
 
 /// Stripe objects as the handlers read them, in any API version: what `reconcile` compares
 /// with the rows the handlers wrote.

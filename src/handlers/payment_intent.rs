@@ -148,12 +148,13 @@ pub async fn upsert(
 /// Whether the intent already has an owner (a guest checkout names it before the intent's own
 /// events) and whether its Stripe customer is mapped to a user: one round trip for the two
 /// questions that end `prepare` for most payments.
-const OWNER_OR_MAPPED: &str = "
-select exists (select 1 from public.payment_intents
-                where stripe_payment_intent_id = $1 and customer_id is not null),
-       $2::text is not null and coalesce(
-         (select sc.user_id from public.stripe_customers sc where sc.stripe_customer_id = $2),
-         (select c.id from public.customers c where c.stripe_customer_id = $2)) is not null";
+const OWNER_OR_MAPPED: &str = concat!(
+    "select exists (select 1 from public.payment_intents
+                     where stripe_payment_intent_id = $1 and customer_id is not null),
+            ",
+    provision::customer_user_sql!("$2::text"),
+    " is not null"
+);
 
 pub struct PaymentIntents;
 

@@ -32,14 +32,26 @@ pub struct PreparedBuyer {
     pub confirm_email: bool,
 }
 
+/// The user the Stripe customer `$param` (an SQL expression) is mapped to, as an SQL
+/// expression (null when none): the directory's mapping, else the customer row that names it.
 /// A deleted Stripe customer keeps its mapping: its later events (the cancellation Stripe sends
 /// with the deletion) still belong to the same person. Two scalar look-ups by key, with no
 /// `user_id is not null` qual: that qual would let the planner, on statistics older than the
 /// table, read the whole partial e-mail index (`where user_id is not null`) instead of the key.
-const RESOLVE_CUSTOMER: &str = "
-select coalesce(
-  (select sc.user_id from public.stripe_customers sc where sc.stripe_customer_id = $1),
-  (select c.id from public.customers c where c.stripe_customer_id = $1))";
+macro_rules! customer_user_sql {
+    ($param:literal) => {
+        concat!(
+            "coalesce((select sc.user_id from public.stripe_customers sc where sc.stripe_customer_id = ",
+            $param,
+            "), (select cu.id from public.customers cu where cu.stripe_customer_id = ",
+            $param,
+            "))"
+        )
+    };
+}
+pub(crate) use customer_user_sql;
+
+const RESOLVE_CUSTOMER: &str = concat!("select ", customer_user_sql!("$1"));
 
 /// The user a Stripe customer is mapped to, if any.
 pub async fn resolve_customer(

@@ -15,10 +15,11 @@ select id, status::text, price_id, current_period_start, current_period_end, can
 from public.subscriptions where id = any($1)";
 
 /// Which of `$1` (Stripe customer ids) are mapped to a user.
-const MAPPED: &str = "
-select c from unnest($1::text[]) c
-where exists (select 1 from public.stripe_customers sc where sc.stripe_customer_id = c and sc.user_id is not null)
-   or exists (select 1 from public.customers cu where cu.stripe_customer_id = c)";
+const MAPPED: &str = concat!(
+    "select cid from unnest($1::text[]) cid where ",
+    crate::handlers::customer_user_sql!("cid"),
+    " is not null"
+);
 
 /// Every stored subscription (those Stripe did not list are looked up one by one).
 pub const ALL_IDS: &str = "select id from public.subscriptions";
