@@ -20,10 +20,12 @@
 //! Round trips are the cost that counts (each one wakes a backend on a busy database): the
 //! look-up, the retake of a waiting row and the savepoint go out as one pipelined batch, and the
 //! status check before any work is made only for an id this process received before (`recent`),
-//! which answers a redelivery with that one probe.
+//! which answers a redelivery with that one probe, shared by the redeliveries that arrive
+//! together (`finished`).
 
 mod attempt;
 mod backoff;
+mod finished;
 mod recent;
 mod replay;
 pub mod report;
@@ -38,6 +40,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 pub use backoff::retry_delay;
+use finished::FinishedProbe;
 use recent::RecentIds;
 pub use replay::{NotSelected, ReplayCandidate, ReplayFilter, ReplayOutcome};
 pub use status::{Attempt, DeliveryStatus, Status};
@@ -118,14 +121,17 @@ pub struct Pipeline {
     services: Arc<Services>,
     metrics: Arc<Metrics>,
     recent: Arc<RecentIds>,
+    finished: Arc<FinishedProbe>,
 }
 
 impl Pipeline {
     /// A pipeline on its own pool (connections open lazily: this succeeds while the database is
     /// down) with the external APIs the settings configure.
     pub fn new(settings: &PipelineSettings) -> anyhow::Result<Self> {
+        let pool = crate::db::pool(&settings.database)?;
         Ok(Self {
-            pool: crate::db::pool(&settings.database)?,
+            finished: FinishedProbe::for_pool(pool.clone()),
+            pool,
             retry: settings.retry.clone(),
             livemode: settings.livemode,
             worker_id: settings.worker_id.clone(),
@@ -173,7 +179,9 @@ impl Pipeline {
             // object is parsed, `prepare` calls out or a transaction opens (three round trips
             // and five statements). Only ids this process received before are probed, so a
             // first delivery does not pay for it; the transaction still tells the others.
-            if self.recent.seen_before(&envelope.id) && self.is_finished(&envelope.id).await? {
+            if self.recent.seen_before(&envelope.id)
+                && self.finished.is_finished(&envelope.id).await?
+            {
                 return Ok(DeliveryStatus::Duplicate);
             }
             let plan = self.plan(envelope).await?;
@@ -311,15 +319,6 @@ impl Pipeline {
             Ok(prepared) => Ok(Plan::Apply(prepared)),
             Err(e) => IngestError::from_handler(e).map_or_else(|e| Ok(Plan::Fail(e)), Err),
         }
-    }
-
-    async fn is_finished(&self, event_id: &str) -> Result<bool, IngestError> {
-        let client = self.pool.get().await?;
-        let stmt = client.prepare_cached(sql::CURRENT_STATUS).await?;
-        Ok(match client.query_opt(&stmt, &[&event_id]).await? {
-            Some(row) => Status::parse(row.get(0)).is_some_and(Status::is_finished),
-            None => false,
-        })
     }
 
     async fn mark_unreadable(&self, row_id: Uuid, message: &str) -> Result<(), IngestError> {

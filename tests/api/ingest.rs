@@ -435,6 +435,79 @@ async fn a_redelivery_of_a_failed_event_retries_it_at_once() {
 }
 
 #[tokio::test]
+async fn a_burst_of_redeliveries_answers_finished_ones_and_retries_failed_ones_once() {
+    let app = spawn_app_with(
+        fresh_db().await,
+        &[
+            ("RETRY_BASE_DELAY_SECS", "3600"),
+            ("RETRY_MAX_DELAY_SECS", "3600"),
+        ],
+    )
+    .await;
+    app.sql
+        .batch_execute(
+            "create function fail_some_products() returns trigger language plpgsql as
+               $$ begin if new.id like 'prod_fail%' then raise exception 'not today'; end if;
+                  return new; end $$;
+             create trigger fail_some_products before insert or update on products
+               for each row execute function fail_some_products();
+             create table effect_log (product_id text);
+             create function log_effect() returns trigger language plpgsql as
+               $$ begin insert into effect_log values (new.id); return new; end $$;
+             create trigger log_effect after insert or update on products
+               for each row execute function log_effect();",
+        )
+        .await
+        .unwrap();
+    let done: Vec<_> = (0..20)
+        .map(|_| product_event(&unique("evt"), &unique("prod_ok")))
+        .collect();
+    let failed: Vec<_> = (0..10)
+        .map(|_| product_event(&unique("evt"), &unique("prod_fail")))
+        .collect();
+    for ev in &done {
+        assert_eq!(app.post_event(ev).await.body["status"], "processed");
+    }
+    for ev in &failed {
+        assert_eq!(app.post_event(ev).await.body["status"], "failed");
+    }
+    app.sql
+        .batch_execute("drop trigger fail_some_products on products; truncate effect_log")
+        .await
+        .unwrap();
+    // Every event redelivered three times at once: the status probes go out together.
+    let burst: Vec<_> = (0..3).flat_map(|_| done.iter().chain(&failed)).collect();
+    let answers = futures_util::future::join_all(burst.iter().map(|ev| app.post_event(ev))).await;
+    let mut by_event: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for a in &answers {
+        assert_eq!(a.status, 200, "{}", a.body);
+        by_event
+            .entry(a.body["event_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(a.body["status"].as_str().unwrap().to_owned());
+    }
+    for ev in &done {
+        let id = ev["id"].as_str().unwrap();
+        assert_eq!(by_event[id], ["duplicate"; 3], "{id}");
+    }
+    for ev in &failed {
+        let id = ev["id"].as_str().unwrap();
+        let mut statuses = by_event[id].clone();
+        statuses.sort();
+        assert_eq!(statuses, ["duplicate", "duplicate", "processed"], "{id}");
+    }
+    // Each failed product was written once, by its retry; the finished ones not again.
+    assert_eq!(app.count("select count(*) from effect_log").await, 10);
+    assert_eq!(
+        app.count(
+            "select count(*) from stripe_webhook_events where processing_status = 'processed'"
+        )
+        .await,
+        30
+    );
+}
+
+#[tokio::test]
 async fn rows_stuck_in_processing_and_pending_rows_are_picked_up() {
     let app = spawn_app().await;
     let (stuck, pending) = (unique("evt"), unique("evt"));
