@@ -30,13 +30,18 @@ fn yes() -> bool {
     true
 }
 
-/// Parameters: `ProductRow`.
-const UPSERT_PRODUCT: &str = "
+/// Parameters: `ProductRow`, then the event's id ($7). Only when the event's claim won.
+const UPSERT_PRODUCT: &str = concat!(
+    "
 insert into public.products (id, active, name, description, image, metadata)
-values ($1, $2, $3, $4, $5, $6)
+select $1::text, $2::boolean, $3::text, $4::text, $5::text, $6::jsonb
+ where ",
+    crate::claimed_by!("$1::text", "$7::text"),
+    "
 on conflict (id) do update
 set active = excluded.active, name = excluded.name, description = excluded.description,
-    image = excluded.image, metadata = excluded.metadata, updated_at = now()";
+    image = excluded.image, metadata = excluded.metadata, updated_at = now()"
+);
 
 /// `UPSERT_PRODUCT`'s parameters, in their order ($1 … $6).
 struct ProductRow<'a> {
@@ -61,7 +66,8 @@ impl<'a> ProductRow<'a> {
         }
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 6] {
+    /// With the id of the event whose claim guards the write.
+    fn params<'b>(&'b self, event_id: &'b String) -> [&'b (dyn ToSql + Sync); 7] {
         [
             &self.id,
             &self.active,
@@ -69,13 +75,20 @@ impl<'a> ProductRow<'a> {
             &self.description,
             &self.image,
             self.metadata,
+            event_id,
         ]
     }
 }
 
-const DEACTIVATE_PRODUCT: &str = "
-insert into public.products (id, active, name) values ($1, false, $2)
-on conflict (id) do update set active = false, updated_at = now()";
+/// Parameters: the product's id and name, the event's id. Only when the event's claim won.
+const DEACTIVATE_PRODUCT: &str = concat!(
+    "
+insert into public.products (id, active, name)
+select $1::text, false, $2::text where ",
+    crate::claimed_by!("$1::text", "$3::text"),
+    "
+on conflict (id) do update set active = false, updated_at = now()"
+);
 
 impl Handler for Products {
     type Object = Product;
@@ -92,16 +105,29 @@ impl Handler for Products {
         tx: &Transaction<'_>,
     ) -> Result<Applied, HandlerError> {
         let deleted = event.event_type == "product.deleted";
-        if !ordering::claim(tx, "product", &p.id, event, 0, deleted).await? {
+        // Rows referencing a deleted product (prices, subscriptions) stay valid: it is
+        // deactivated, never deleted.
+        let (_, stmt) = futures_util::try_join!(
+            ordering::prepare(tx),
+            tx.prepare_cached(if deleted {
+                DEACTIVATE_PRODUCT
+            } else {
+                UPSERT_PRODUCT
+            })
+        )?;
+        let claim = ordering::claim(tx, "product", &p.id, event, 0, deleted);
+        let write = async {
+            if deleted {
+                tx.execute(&stmt, &[&p.id, &p.name, &event.id]).await
+            } else {
+                let row = ProductRow::new(&p);
+                tx.execute(&stmt, &row.params(&event.id)).await
+            }
+        };
+        // One round trip: the guarded write goes right behind the claim.
+        let (fresh, _) = futures_util::try_join!(claim, write)?;
+        if !fresh {
             return Ok(Applied::note(ordering::stale_note(&p.id)));
-        }
-        if deleted {
-            // Rows referencing it (prices, subscriptions) stay valid: deactivate, never delete.
-            let stmt = tx.prepare_cached(DEACTIVATE_PRODUCT).await?;
-            tx.execute(&stmt, &[&p.id, &p.name]).await?;
-        } else {
-            let stmt = tx.prepare_cached(UPSERT_PRODUCT).await?;
-            tx.execute(&stmt, &ProductRow::new(&p).params()).await?;
         }
         Ok(Applied::default())
     }
@@ -149,6 +175,19 @@ insert into public.products (id, active)
 select $1::text, false where not exists (select 1 from public.products where id = $1::text)
 on conflict (id) do nothing";
 
+/// `ENSURE_PRODUCT` for a price's event, only when its claim won. Parameters: the product's
+/// id, the price's id, the event's id.
+const ENSURE_CLAIMED_PRICE_PRODUCT: &str = concat!(
+    "
+insert into public.products (id, active)
+select $1::text, false
+ where not exists (select 1 from public.products where id = $1::text)
+   and ",
+    crate::claimed_by!("$2::text", "$3::text"),
+    "
+on conflict (id) do nothing"
+);
+
 impl Handler for Prices {
     type Object = Price;
     type Prepared = ();
@@ -164,32 +203,50 @@ impl Handler for Prices {
         tx: &Transaction<'_>,
     ) -> Result<Applied, HandlerError> {
         let deleted = event.event_type == "price.deleted";
-        if !ordering::claim(tx, "price", &p.id, event, 0, deleted).await? {
+        let (_, ensure, upsert) = futures_util::try_join!(
+            ordering::prepare(tx),
+            tx.prepare_cached(ENSURE_CLAIMED_PRICE_PRODUCT),
+            tx.prepare_cached(UPSERT_PRICE)
+        )?;
+        let claim = ordering::claim(tx, "price", &p.id, event, 0, deleted);
+        let writes = async {
+            let row = PriceRow::new(&p, deleted);
+            let params = row.params(&event.id);
+            let ensure_product = async {
+                match &p.product {
+                    Some(product) => tx.execute(&ensure, &[product, &p.id, &event.id]).await,
+                    None => Ok(0),
+                }
+            };
+            futures_util::try_join!(ensure_product, tx.execute(&upsert, &params))
+        };
+        // One round trip: the guarded writes go right behind the claim.
+        let (fresh, _) = futures_util::try_join!(claim, writes)?;
+        if !fresh {
             return Ok(Applied::note(ordering::stale_note(&p.id)));
         }
-        if let Some(product) = &p.product {
-            let stmt = tx.prepare_cached(ENSURE_PRODUCT).await?;
-            tx.execute(&stmt, &[product]).await?;
-        }
-        let stmt = tx.prepare_cached(UPSERT_PRICE).await?;
-        tx.execute(&stmt, &PriceRow::new(&p, deleted).params())
-            .await?;
         Ok(Applied::default())
     }
 }
 
-/// Parameters: `PriceRow`.
-const UPSERT_PRICE: &str = "
+/// Parameters: `PriceRow`, then the event's id ($13). Only when the event's claim won.
+const UPSERT_PRICE: &str = concat!(
+    "
 insert into public.prices
   (id, product_id, active, description, unit_amount, currency, type, interval, interval_count,
    trial_period_days, lookup_key, metadata)
-values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+select $1::text, $2::text, $3::boolean, $4::text, $5::bigint, $6::text, $7::text, $8::text,
+       $9::integer, $10::integer, $11::text, $12::jsonb
+ where ",
+    crate::claimed_by!("$1::text", "$13::text"),
+    "
 on conflict (id) do update
 set product_id = excluded.product_id, active = excluded.active,
     description = excluded.description, unit_amount = excluded.unit_amount,
     currency = excluded.currency, type = excluded.type, interval = excluded.interval,
     interval_count = excluded.interval_count, trial_period_days = excluded.trial_period_days,
-    lookup_key = excluded.lookup_key, metadata = excluded.metadata, updated_at = now()";
+    lookup_key = excluded.lookup_key, metadata = excluded.metadata, updated_at = now()"
+);
 
 /// `UPSERT_PRICE`'s parameters, in their order ($1 … $12).
 struct PriceRow<'a> {
@@ -233,7 +290,8 @@ impl<'a> PriceRow<'a> {
         }
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 12] {
+    /// With the id of the event whose claim guards the write.
+    fn params<'b>(&'b self, event_id: &'b String) -> [&'b (dyn ToSql + Sync); 13] {
         [
             &self.id,
             &self.product_id,
@@ -247,6 +305,7 @@ impl<'a> PriceRow<'a> {
             &self.trial_period_days,
             &self.lookup_key,
             self.metadata,
+            event_id,
         ]
     }
 }
@@ -335,7 +394,7 @@ impl Handler for Plans {
             metadata: &p.metadata,
         };
         let stmt = tx.prepare_cached(UPSERT_PRICE).await?;
-        tx.execute(&stmt, &row.params()).await?;
+        tx.execute(&stmt, &row.params(&event.id)).await?;
         Ok(Applied::default())
     }
 }
