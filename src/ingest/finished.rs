@@ -2,7 +2,8 @@
 //! arrive in bursts (Stripe retrying after an outage, a dashboard "resend all"), and a round
 //! trip per id costs both processes far more than the index probe itself. So one asker at a
 //! time leads: it sends one `= any($1)` probe for its own id and every id that queued while the
-//! previous probe was out, answers them, and hands the lead to the next in line. An idle worker
+//! previous probe was out and answers them; the asks that queued meanwhile go out next, from a
+//! task of their own, so the leader's answer does not wait for their probe. An idle worker
 //! probes alone at once, so a lone redelivery waits for nothing.
 //!
 //! The database stays the verdict: a queued asker gets the answer of a probe sent after it
