@@ -36,7 +36,7 @@ const UPSERT_PRODUCT: &str = concat!(
 insert into public.products (id, active, name, description, image, metadata)
 select $1::text, $2::boolean, $3::text, $4::text, $5::text, $6::jsonb
  where ",
-    crate::claimed_by!("$1::text", "$7::text"),
+    ordering::claimed_by!("$1::text", "$7::text"),
     "
 on conflict (id) do update
 set active = excluded.active, name = excluded.name, description = excluded.description,
@@ -85,7 +85,7 @@ const DEACTIVATE_PRODUCT: &str = concat!(
     "
 insert into public.products (id, active, name)
 select $1::text, false, $2::text where ",
-    crate::claimed_by!("$1::text", "$3::text"),
+    ordering::claimed_by!("$1::text", "$3::text"),
     "
 on conflict (id) do update set active = false, updated_at = now()"
 );
@@ -169,24 +169,27 @@ struct Recurring {
 /// A price may arrive before its product: a placeholder (inactive) product row keeps the
 /// foreign key; the product's own event fills it in. The existing row is looked for first: an
 /// INSERT that meets it waits for whoever is updating it (the product's own event, often in
-/// flight beside its price's), a plain read does not.
-pub(super) const ENSURE_PRODUCT: &str = "
-insert into public.products (id, active)
-select $1::text, false where not exists (select 1 from public.products where id = $1::text)
-on conflict (id) do nothing";
+/// flight beside its price's), a plain read does not. `$1` is the product's id; the arguments
+/// are further conditions, each starting with `and`.
+macro_rules! ensure_product_sql {
+    ($($condition:expr),*) => {
+        concat!(
+            "insert into public.products (id, active)
+select $1::text, false where not exists (select 1 from public.products where id = $1::text)",
+            $($condition,)*
+            " on conflict (id) do nothing"
+        )
+    };
+}
+
+pub(super) const ENSURE_PRODUCT: &str = ensure_product_sql!();
 
 /// `ENSURE_PRODUCT` for a price's event, only when its claim won. Parameters: the product's
 /// id, the price's id, the event's id.
-const ENSURE_CLAIMED_PRICE_PRODUCT: &str = concat!(
-    "
-insert into public.products (id, active)
-select $1::text, false
- where not exists (select 1 from public.products where id = $1::text)
-   and ",
-    crate::claimed_by!("$2::text", "$3::text"),
-    "
-on conflict (id) do nothing"
-);
+const ENSURE_CLAIMED_PRICE_PRODUCT: &str = ensure_product_sql!(concat!(
+    " and ",
+    ordering::claimed_by!("$2::text", "$3::text")
+));
 
 impl Handler for Prices {
     type Object = Price;
@@ -238,7 +241,7 @@ insert into public.prices
 select $1::text, $2::text, $3::boolean, $4::text, $5::bigint, $6::text, $7::text, $8::text,
        $9::integer, $10::integer, $11::text, $12::jsonb
  where ",
-    crate::claimed_by!("$1::text", "$13::text"),
+    ordering::claimed_by!("$1::text", "$13::text"),
     "
 on conflict (id) do update
 set product_id = excluded.product_id, active = excluded.active,

@@ -10,7 +10,6 @@ const CLAIM: &str = "select public.claim_object_version($1, $2, $3, $4, $5, $6)"
 /// latest snapshot of object `$object` (both parameter placeholders). A write guarded by it can
 /// go out in the claim's round trip instead of waiting for its answer: a claim that loses
 /// leaves the version row naming another event, so the guarded write does nothing.
-#[macro_export]
 macro_rules! claimed_by {
     ($object:literal, $event:literal) => {
         concat!(
@@ -22,6 +21,8 @@ macro_rules! claimed_by {
         )
     };
 }
+
+pub(crate) use claimed_by;
 
 /// Prepares the claim's statement (a cache hit after the connection's first). Writes guarded by
 /// `claimed_by!` and sent beside the claim need it prepared first: the claim must be sent ahead

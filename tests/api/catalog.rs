@@ -170,6 +170,74 @@ async fn an_older_snapshot_never_overwrites_a_newer_one_and_deletion_wins() {
 }
 
 #[tokio::test]
+async fn an_older_price_snapshot_writes_neither_the_price_nor_a_placeholder_product() {
+    let app = spawn_app().await;
+    let (price, product, other) = (unique("price"), unique("prod"), unique("prod"));
+    let at = |secs: i64, amount: i64, product: &str| {
+        let mut e = event(
+            &unique("evt"),
+            "price.updated",
+            json!({
+                "id": price, "object": "price", "product": product, "currency": "usd",
+                "unit_amount": amount, "type": "one_time", "active": true
+            }),
+        );
+        e["created"] = json!(1_700_000_000 + secs);
+        e
+    };
+    assert_eq!(
+        app.post_event(&at(20, 900, &product)).await.body["status"],
+        "processed"
+    );
+    // Older, and naming a product nobody stored: both of its writes are skipped.
+    let older = at(10, 500, &other);
+    assert_eq!(app.post_event(&older).await.body["status"], "processed");
+    let note: Option<String> = app
+        .sql
+        .query_one(
+            "select processing_note from stripe_webhook_events where stripe_event_id = $1",
+            &[&older["id"].as_str().unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(note.unwrap().starts_with("stale"));
+    assert_eq!(
+        app.count(&format!(
+            "select count(*) from prices where id = '{price}' and unit_amount = 900 and product_id = '{product}'"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(
+        app.count(&format!(
+            "select count(*) from products where id = '{other}'"
+        ))
+        .await,
+        0
+    );
+    // A newer one applies both.
+    assert_eq!(
+        app.post_event(&at(30, 1200, &other)).await.body["status"],
+        "processed"
+    );
+    assert_eq!(
+        app.count(&format!(
+            "select count(*) from prices where id = '{price}' and unit_amount = 1200 and product_id = '{other}'"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(
+        app.count(&format!(
+            "select count(*) from products where id = '{other}' and not active"
+        ))
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
 async fn the_2020_catalog_fixtures_apply() {
     let app = spawn_app().await;
     for file in [

@@ -475,7 +475,7 @@ async fn a_burst_of_redeliveries_answers_finished_ones_and_retries_failed_ones_o
         .batch_execute("drop trigger fail_some_products on products; truncate effect_log")
         .await
         .unwrap();
-    // Every event redelivered three times at once: the status probes go out together.
+    // Every event redelivered three times at once, so their status probes can share a query.
     let burst: Vec<_> = (0..3).flat_map(|_| done.iter().chain(&failed)).collect();
     let answers = futures_util::future::join_all(burst.iter().map(|ev| app.post_event(ev))).await;
     let mut by_event: std::collections::BTreeMap<String, Vec<String>> = Default::default();
