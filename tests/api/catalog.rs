@@ -138,15 +138,7 @@ async fn an_older_snapshot_never_overwrites_a_newer_one_and_deletion_wins() {
     assert_eq!(app.post_event(&newer).await.body["status"], "processed");
     let answer = app.post_event(&older).await;
     assert_eq!(answer.body["status"], "processed");
-    let note: Option<String> = app
-        .sql
-        .query_one(
-            "select processing_note from stripe_webhook_events where stripe_event_id = $1",
-            &[&older["id"].as_str().unwrap()],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let note = app.event_note(older["id"].as_str().unwrap()).await;
     assert!(note.unwrap().starts_with("stale"));
     assert_eq!(
         app.count(&format!(
@@ -192,15 +184,7 @@ async fn an_older_price_snapshot_writes_neither_the_price_nor_a_placeholder_prod
     // Older, and naming a product nobody stored: both of its writes are skipped.
     let older = at(10, 500, &other);
     assert_eq!(app.post_event(&older).await.body["status"], "processed");
-    let note: Option<String> = app
-        .sql
-        .query_one(
-            "select processing_note from stripe_webhook_events where stripe_event_id = $1",
-            &[&older["id"].as_str().unwrap()],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let note = app.event_note(older["id"].as_str().unwrap()).await;
     assert!(note.unwrap().starts_with("stale"));
     assert_eq!(
         app.count(&format!(

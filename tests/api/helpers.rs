@@ -272,6 +272,18 @@ impl TestApp {
             .map(|r| r.get(0))
     }
 
+    /// The stored event's processing note (panics when the event is not stored).
+    pub async fn event_note(&self, event_id: &str) -> Option<String> {
+        self.sql
+            .query_one(
+                "select processing_note from stripe_webhook_events where stripe_event_id = $1",
+                &[&event_id],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     pub async fn wait_for_status(&self, event_id: &str, status: &str) {
         let id = event_id.to_owned();
         let want = status.to_owned();

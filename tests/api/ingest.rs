@@ -185,15 +185,7 @@ async fn unknown_types_and_thin_events_are_stored_and_ignored() {
     let answer = app.post_event(&body).await;
     assert_eq!(answer.body, json!({"event_id": thin, "status": "ignored"}));
     assert_eq!(app.event_status(&unknown).await.as_deref(), Some("ignored"));
-    let note: Option<String> = app
-        .sql
-        .query_one(
-            "select processing_note from stripe_webhook_events where stripe_event_id = $1",
-            &[&thin],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let note = app.event_note(&thin).await;
     assert!(note.unwrap().contains("thin event"));
 }
 

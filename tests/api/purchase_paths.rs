@@ -382,15 +382,10 @@ async fn an_event_of_the_other_mode_is_stored_and_ignored() {
         0,
         "a live payment on a test endpoint provisions nobody"
     );
-    let note: String = app
-        .sql
-        .query_one(
-            "select processing_note from stripe_webhook_events where stripe_event_id = $1",
-            &[&events[0]["id"].as_str().unwrap()],
-        )
+    let note = app
+        .event_note(events[0]["id"].as_str().unwrap())
         .await
-        .unwrap()
-        .get(0);
+        .unwrap();
     assert!(note.contains("livemode"), "{note}");
 }
 
