@@ -2,7 +2,7 @@
 -- postgres), then grants, vouchers and accounts.expiry are checked exactly. Times are fixed, so
 -- every expected value is written out. Rolled back at the end.
 begin;
-select plan(59);
+select plan(64);
 set local timezone = 'UTC';
 
 -- A buyer with a customers row (payment_intents.customer_id references it); returns the user.
@@ -82,6 +82,34 @@ select is(pg_temp.grants('meta@example.com'), array['purchase 3 active 2030-01-0
           'an intent whose metadata names a one-time price is a purchase');
 select pg_temp.pay('pi_rec', 'recurring@example.com', 900, '2030-01-01', 'price_t_month');
 select is(pg_temp.grants('recurring@example.com'), '{}'::text[], 'an intent naming a recurring price is no purchase');
+
+-- Checkout reports the payment a second time and names its session: on an intent that has its
+-- price this changes nothing the grant depends on, so the grant is not derived again; on one
+-- without a price it makes the payment a purchase.
+create temporary table derivations as
+  select 'public.sync_purchase_grant(uuid,text)'::regprocedure as fn, 0::bigint as calls;
+create function pg_temp.derivations_since_last() returns bigint language sql as $$
+  with now_ as (select pg_stat_get_xact_function_calls(fn) as calls from derivations),
+       prev as (update derivations set calls = (select calls from now_) returning 0)
+  select (select calls from now_) - (select d.calls from derivations d) from prev
+$$;
+set local track_functions = 'all';
+select pg_temp.pay('pi_twice', 'twice@example.com', 2900, '2030-01-01', 'price_t_pack');
+select pg_temp.derivations_since_last();
+update public.payment_intents set checkout_session_id = 'cs_twice', price_id = 'price_t_pack'
+ where stripe_payment_intent_id = 'pi_twice';
+select is(pg_temp.derivations_since_last(), 0::bigint,
+          'the session named on a priced intent: its grant is not derived again');
+select is(pg_temp.grants('twice@example.com'), array['purchase 3 active 2030-01-01..2030-04-01'],
+          'and it stays what the payment bought');
+update public.payment_intents set checkout_session_id = 'cs_bare' where stripe_payment_intent_id = 'pi_bare';
+select is(pg_temp.derivations_since_last(), 1::bigint, 'the session named on an intent without a price: derived');
+select is(pg_temp.grants('bare@example.com'), array['purchase 1 active 2030-01-01..2030-02-01'],
+          'a paid session without a price grants the default month');
+update public.payment_intents set paid_at = '2029-12-31' where stripe_payment_intent_id = 'pi_twice';
+select is(pg_temp.grants('twice@example.com'), array['purchase 3 active 2029-12-31..2030-03-31'],
+          'an earlier report of the payment''s time moves the coverage');
+reset track_functions;
 
 -- An intent that turns out to pay an invoice loses its one-time grant, whatever came first.
 insert into public.invoice_payments (stripe_invoice_id, stripe_payment_intent_id) values ('in_meta', 'pi_meta');
