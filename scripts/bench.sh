@@ -162,9 +162,10 @@ index_scans() { # the event log's indexes: scans so far
 # them: the plans are those of a database whose statistics describe its rows) and a
 # CHECKPOINT (same state for every mix and every run: the first change of a page after a
 # checkpoint writes its full image), with pg_stat_statements reset.
-# The two mixes with no set-up of their own would otherwise meet their tables empty at that
-# ANALYZE (then the plans read every row until autovacuum analyzes again): they start in a
-# shop that has sold before, with the whole Checkout purchases of earlier buyers.
+# The two payment mixes with no set-up of their own (the catalog's tables are filled by the
+# warm-up) would otherwise meet their tables empty at that ANALYZE, and the plans made then read
+# every row until autovacuum analyzes again: they start in a shop that has sold before, with
+# the whole Checkout purchases of earlier buyers.
 history_of() {
   case $1 in purchase|intent-unknown) echo "${BENCH_HISTORY:-1000}" ;; *) echo 0 ;; esac
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use serde_json::{json, Value};
-use stripe_worker::fixtures::{Buyer, Catalog, Outcome, Price, Shop, ShopOptions, DAY};
+use stripe_worker::fixtures::{Buyer, Catalog, Outcome, PaymentIds, Price, Shop, ShopOptions, DAY};
 use stripe_worker::signature::WebhookSecret;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -243,9 +243,7 @@ fn build(args: &Args, t0: i64) -> (Vec<Flow>, Vec<Value>) {
             (vec![(events.clone(), vec![])], events)
         }
         Mix::Purchase => by_flow(flows(n, 2, |b| {
-            let mut s = shop(run, b, t0);
-            let price = s.catalog.onetime.clone();
-            s.checkout_payment(Buyer::New, price);
+            let (s, _) = new_buyers_purchase(run, b, t0);
             let timed = of_types(
                 s.events(),
                 &["payment_intent.succeeded", "checkout.session.completed"],
@@ -253,9 +251,7 @@ fn build(args: &Args, t0: i64) -> (Vec<Flow>, Vec<Value>) {
             (vec![], timed)
         })),
         Mix::IntentUnknown => by_flow(flows(n, 1, |b| {
-            let mut s = shop(run, b, t0);
-            let price = s.catalog.onetime.clone();
-            s.checkout_payment(Buyer::New, price);
+            let (s, _) = new_buyers_purchase(run, b, t0);
             let mut timed = of_types(s.events(), &["payment_intent.succeeded"]);
             for e in &mut timed {
                 e["data"]["object"]["receipt_email"] = Value::Null;
@@ -263,9 +259,8 @@ fn build(args: &Args, t0: i64) -> (Vec<Flow>, Vec<Value>) {
             (vec![], timed)
         })),
         Mix::IntentMapped => by_flow(flows(n, 1, |b| {
-            let mut s = shop(run, b, t0);
+            let (mut s, first) = new_buyers_purchase(run, b, t0);
             let price = s.catalog.onetime.clone();
-            let first = s.checkout_payment(Buyer::New, price.clone());
             let setup = s.events().to_vec();
             s.advance(DAY);
             let customer = first.customer.expect("Checkout created a customer");
@@ -274,9 +269,7 @@ fn build(args: &Args, t0: i64) -> (Vec<Flow>, Vec<Value>) {
             (setup, timed)
         })),
         Mix::Charge => by_flow(flows(n, 1, |b| {
-            let mut s = shop(run, b, t0);
-            let price = s.catalog.onetime.clone();
-            s.checkout_payment(Buyer::New, price);
+            let (s, _) = new_buyers_purchase(run, b, t0);
             let (timed, setup): (Vec<Value>, Vec<Value>) = s
                 .events()
                 .iter()
@@ -306,13 +299,19 @@ fn build(args: &Args, t0: i64) -> (Vec<Flow>, Vec<Value>) {
     }
 }
 
+/// A new buyer's Checkout purchase of the one-time price: the shop holding its events.
+fn new_buyers_purchase(run: &str, i: usize, start: i64) -> (Shop, PaymentIds) {
+    let mut s = shop(run, i, start);
+    let price = s.catalog.onetime.clone();
+    let ids = s.checkout_payment(Buyer::New, price);
+    (s, ids)
+}
+
 /// Earlier buyers' Checkout purchases, a day before the timed ones (ids of their own).
 fn history(run: &str, buyers: usize, start: i64) -> Vec<Flow> {
     (0..buyers)
         .map(|b| {
-            let mut s = shop(&format!("{run}-earlier"), b, start);
-            let price = s.catalog.onetime.clone();
-            s.checkout_payment(Buyer::New, price);
+            let (s, _) = new_buyers_purchase(&format!("{run}-earlier"), b, start);
             (s.events().to_vec(), vec![])
         })
         .collect()

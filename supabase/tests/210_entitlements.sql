@@ -86,24 +86,23 @@ select is(pg_temp.grants('recurring@example.com'), '{}'::text[], 'an intent nami
 -- Checkout reports the payment a second time and names its session: on an intent that has its
 -- price this changes nothing the grant depends on, so the grant is not derived again; on one
 -- without a price it makes the payment a purchase.
-create temporary table derivations as
-  select 'public.sync_purchase_grant(uuid,text)'::regprocedure as fn, 0::bigint as calls;
-create function pg_temp.derivations_since_last() returns bigint language sql as $$
-  with now_ as (select pg_stat_get_xact_function_calls(fn) as calls from derivations),
-       prev as (update derivations set calls = (select calls from now_) returning 0)
-  select (select calls from now_) - (select d.calls from derivations d) from prev
+-- The purchase derivations this transaction has run so far.
+create function pg_temp.derivations() returns bigint language sql as $$
+  select pg_stat_get_xact_function_calls('public.sync_purchase_grant(uuid,text)'::regprocedure)
 $$;
 set local track_functions = 'all';
 select pg_temp.pay('pi_twice', 'twice@example.com', 2900, '2030-01-01', 'price_t_pack');
-select pg_temp.derivations_since_last();
+create temporary table derived_before as select pg_temp.derivations() as n;
 update public.payment_intents set checkout_session_id = 'cs_twice', price_id = 'price_t_pack'
  where stripe_payment_intent_id = 'pi_twice';
-select is(pg_temp.derivations_since_last(), 0::bigint,
+select is(pg_temp.derivations() - (select n from derived_before), 0::bigint,
           'the session named on a priced intent: its grant is not derived again');
 select is(pg_temp.grants('twice@example.com'), array['purchase 3 active 2030-01-01..2030-04-01'],
           'and it stays what the payment bought');
+update derived_before set n = pg_temp.derivations();
 update public.payment_intents set checkout_session_id = 'cs_bare' where stripe_payment_intent_id = 'pi_bare';
-select is(pg_temp.derivations_since_last(), 1::bigint, 'the session named on an intent without a price: derived');
+select is(pg_temp.derivations() - (select n from derived_before), 1::bigint,
+          'the session named on an intent without a price: derived');
 select is(pg_temp.grants('bare@example.com'), array['purchase 1 active 2030-01-01..2030-02-01'],
           'a paid session without a price grants the default month');
 update public.payment_intents set paid_at = '2029-12-31' where stripe_payment_intent_id = 'pi_twice';
