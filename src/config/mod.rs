@@ -322,23 +322,35 @@ pub struct HttpLimits {
     pub body_timeout: Duration,
     /// Idle time after which a kept-alive connection is closed.
     pub keep_alive: Duration,
+    /// Threads serving the public listener. One by default: the work is waiting for the
+    /// database, and a request served on another thread than the one driving its pooled
+    /// connection pays two cross-thread wake-ups per round trip.
+    pub workers: usize,
 }
 
 impl HttpLimits {
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
-        let max_connections: usize = parsed(src, "HTTP_MAX_CONNECTIONS", 1000)?;
-        if max_connections == 0 {
-            return Err(ConfigError::Malformed {
-                name: "HTTP_MAX_CONNECTIONS",
-                reason: "must be at least 1".into(),
-            });
-        }
         Ok(Self {
-            max_connections,
+            max_connections: at_least_one(src, "HTTP_MAX_CONNECTIONS", 1000)?,
             head_timeout: positive_seconds(src, "HTTP_HEAD_TIMEOUT_SECS", 5.0)?,
             body_timeout: positive_seconds(src, "HTTP_BODY_TIMEOUT_SECS", 10.0)?,
             keep_alive: positive_seconds(src, "HTTP_KEEP_ALIVE_SECS", 5.0)?,
+            workers: at_least_one(src, "HTTP_WORKERS", 1)?,
         })
+    }
+}
+
+fn at_least_one(
+    src: &dyn Source,
+    name: &'static str,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    match parsed(src, name, default)? {
+        0 => Err(ConfigError::Malformed {
+            name,
+            reason: "must be at least 1".into(),
+        }),
+        n => Ok(n),
     }
 }
 
@@ -519,6 +531,7 @@ mod tests {
         assert_eq!(s.http_limits.head_timeout, Duration::from_secs(5));
         assert_eq!(s.http_limits.body_timeout, Duration::from_secs(10));
         assert_eq!(s.http_limits.keep_alive, Duration::from_secs(5));
+        assert_eq!(s.http_limits.workers, 1);
         assert_eq!(s.metrics_addr, None);
         assert_eq!(
             s.pipeline.provisioning.confirm_checkout_email,
@@ -541,6 +554,8 @@ mod tests {
             ("METRICS_ADDR", "localhost"),
             ("AUTH_CONFIRM_CHECKOUT_EMAIL", "yes"),
             ("HTTP_MAX_CONNECTIONS", "0"),
+            ("HTTP_WORKERS", "0"),
+            ("HTTP_WORKERS", "two"),
             ("HTTP_BODY_TIMEOUT_SECS", "0"),
         ] {
             let mut e = env(BASE);

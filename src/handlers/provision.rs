@@ -205,12 +205,15 @@ async fn confirmed(cx: &PrepareContext<'_>) -> Result<bool, HandlerError> {
 const CREATE_AUTH_USER: &str = "select public.find_or_create_auth_user($1, $2, $3)";
 
 /// The profile mirrors the auth user's address; a name fills an empty full_name only (the user
-/// may have edited theirs).
+/// may have edited theirs). A profile that already says so is not written again (a new user's
+/// profile trigger wrote it a moment ago; a returning buyer's is usually unchanged).
 const ENSURE_PROFILE: &str = "
 insert into public.users (id, email, full_name)
 select id, email, $2 from auth.users where id = $1
 on conflict (id) do update
-set email = excluded.email, full_name = coalesce(public.users.full_name, excluded.full_name)";
+set email = excluded.email, full_name = coalesce(public.users.full_name, excluded.full_name)
+where public.users.email is distinct from excluded.email
+   or (public.users.full_name is null and excluded.full_name is not null)";
 
 const ENSURE_ACCOUNT: &str = "select public.ensure_account($1)";
 

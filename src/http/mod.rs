@@ -94,7 +94,7 @@ pub fn public_server(
     serve_ops: bool,
     handle_signals: bool,
 ) -> std::io::Result<Server> {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = limits.workers;
     let connections =
         limits::connection_cap(limits.max_connections, pool_size + OPS_MAX_CONNECTIONS);
     let body = web::Data::new(limits::BodyLimits::new(limits.body_timeout));
