@@ -73,6 +73,7 @@ impl Application {
         let server = http::public_server(
             listener,
             &shared,
+            settings.http_workers,
             &settings.http_limits,
             settings.pipeline.database.pool_size,
             ops_listener.is_none(),

@@ -322,10 +322,6 @@ pub struct HttpLimits {
     pub body_timeout: Duration,
     /// Idle time after which a kept-alive connection is closed.
     pub keep_alive: Duration,
-    /// Threads serving the public listener. One by default: the work is waiting for the
-    /// database, and a request served on another thread than the one driving its pooled
-    /// connection pays two cross-thread wake-ups per round trip.
-    pub workers: usize,
 }
 
 impl HttpLimits {
@@ -335,7 +331,6 @@ impl HttpLimits {
             head_timeout: positive_seconds(src, "HTTP_HEAD_TIMEOUT_SECS", 5.0)?,
             body_timeout: positive_seconds(src, "HTTP_BODY_TIMEOUT_SECS", 10.0)?,
             keep_alive: positive_seconds(src, "HTTP_KEEP_ALIVE_SECS", 5.0)?,
-            workers: at_least_one(src, "HTTP_WORKERS", 1)?,
         })
     }
 }
@@ -472,6 +467,10 @@ pub struct Settings {
     pub catch_up: CatchUpSettings,
     pub host: String,
     pub port: u16,
+    /// Threads serving the public listener. One by default: the work is waiting for the
+    /// database, and a request served on another thread than the one driving its pooled
+    /// connection pays two cross-thread wake-ups per round trip.
+    pub http_workers: usize,
     pub http_limits: HttpLimits,
     pub metrics_addr: Option<std::net::SocketAddr>,
 }
@@ -484,6 +483,7 @@ impl Settings {
             catch_up: CatchUpSettings::from_source(src)?,
             host: src.get("HOST").unwrap_or_else(|| "0.0.0.0".into()),
             port: parsed(src, "PORT", 8080u16)?,
+            http_workers: at_least_one(src, "HTTP_WORKERS", 1)?,
             http_limits: HttpLimits::from_source(src)?,
             metrics_addr: metrics_addr(src)?,
         })
@@ -531,7 +531,7 @@ mod tests {
         assert_eq!(s.http_limits.head_timeout, Duration::from_secs(5));
         assert_eq!(s.http_limits.body_timeout, Duration::from_secs(10));
         assert_eq!(s.http_limits.keep_alive, Duration::from_secs(5));
-        assert_eq!(s.http_limits.workers, 1);
+        assert_eq!(s.http_workers, 1);
         assert_eq!(s.metrics_addr, None);
         assert_eq!(
             s.pipeline.provisioning.confirm_checkout_email,

@@ -84,17 +84,17 @@ pub fn bind_addr(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(socket.into())
 }
 
-/// The public listener, bounded by `limits` (see `limits`). With `serve_ops` it also answers
-/// `/readyz` and `/metrics`.
+/// The public listener, served by `workers` threads and bounded by `limits` (see `limits`).
+/// With `serve_ops` it also answers `/readyz` and `/metrics`.
 pub fn public_server(
     listener: TcpListener,
     shared: &Shared,
+    workers: usize,
     limits: &HttpLimits,
     pool_size: usize,
     serve_ops: bool,
     handle_signals: bool,
 ) -> std::io::Result<Server> {
-    let workers = limits.workers;
     let connections =
         limits::connection_cap(limits.max_connections, pool_size + OPS_MAX_CONNECTIONS);
     let body = web::Data::new(limits::BodyLimits::new(limits.body_timeout));
