@@ -245,6 +245,56 @@ async fn the_price_metadata_sets_the_duration_and_a_second_purchase_in_other_cas
     );
 }
 
+/// The profile row's version (`xmin`) and name: a new version means the row was written again.
+async fn profile(app: &TestApp, email: &str) -> (String, Option<String>) {
+    let row = app
+        .sql
+        .query_one(
+            "select xmin::text, full_name from public.users where email = lower($1)",
+            &[&email],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test]
+async fn a_returning_buyers_checkout_fills_an_empty_name_and_leaves_a_profile_that_says_so_unwritten(
+) {
+    let app = spawn_app().await;
+    let email = format!("{}@example.com", unique("ada"));
+    processed(&app, &Purchase::new(&email, None).checkout(Shape::Basil)).await;
+    let (version, name) = profile(&app, &email).await;
+    assert_eq!(name.as_deref(), Some("Ada Buyer"));
+
+    // Same address and a name already there: the row is not written again.
+    processed(&app, &Purchase::new(&email, None).checkout(Shape::Basil)).await;
+    assert_eq!(profile(&app, &email).await, (version, name));
+
+    // A name the user edited stays, and is not rewritten either.
+    app.sql
+        .execute(
+            "update public.users set full_name = 'Ada Edited' where email = lower($1)",
+            &[&email],
+        )
+        .await
+        .unwrap();
+    let edited = profile(&app, &email).await;
+    processed(&app, &Purchase::new(&email, None).checkout(Shape::Basil)).await;
+    assert_eq!(profile(&app, &email).await, edited);
+
+    // An emptied name is filled from the checkout again.
+    app.sql
+        .execute(
+            "update public.users set full_name = null where email = lower($1)",
+            &[&email],
+        )
+        .await
+        .unwrap();
+    processed(&app, &Purchase::new(&email, None).checkout(Shape::Basil)).await;
+    assert_eq!(profile(&app, &email).await.1.as_deref(), Some("Ada Buyer"));
+}
+
 /// Everything the frontend would read about one buyer, without random values (account numbers,
 /// voucher codes) and with the expiry to the day.
 async fn snapshot(app: &TestApp, email: &str) -> Vec<String> {
