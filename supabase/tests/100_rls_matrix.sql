@@ -386,6 +386,7 @@ select ok(to_regprocedure('public.redeem_voucher(text)') is null
           'redeem_voucher(text): authenticated yes, anon no (when present)');
 select ok(not exists (select 1 from unnest(array['find_or_create_auth_user', 'ensure_account', 'generate_account_number',
                                                  'generate_voucher_code', 'refresh_account_access', 'put_grant',
+                                                 'mirror_voucher_of_grant', 'refresh_status_of_grant',
                                                  'sync_purchase_grant', 'sync_invoice_grant', 'put_billing_row']) n
                         join pg_proc p on p.proname = n and p.pronamespace = 'public'::regnamespace
                        where has_function_privilege('authenticated', p.oid, 'execute')
