@@ -6,12 +6,11 @@
 --
 -- * put_grant wrote the grant and then each step read it again by id: the voucher's mirror,
 --   the status refresh. The row the upsert returns is now handed on
---   (mirror_voucher_of_grant, refresh_status_of_grant); the id-taking functions stay for
---   their other callers and read the row once.
+--   (mirror_voucher_of_grant, refresh_status_of_grant). refresh_grant_status(id) stays for
+--   its other caller and reads the row once; the id-taking mirror had no other caller.
 -- * The voucher's mirror read the account's number, the payment and the subscription in
 --   three statements: now one.
--- * The status refresh read the invoice's amount and the grant's payments through a function
---   even for a purchase, which has no invoice.
+-- * The status refresh looked up the invoice's amount even for a purchase, which has none.
 -- * The account's refresh read its starting balance and cleared revoked grants' coverage in
 --   two statements of their own: both now come from the one read of the account's grants.
 -- * A payment intent's row just inserted has no charges yet (they reference its new id): its
@@ -77,20 +76,8 @@ begin
 end
 $$;
 
-create or replace function public.mirror_grant_voucher(p_grant_id uuid, p_duration_months integer)
-returns uuid
-language plpgsql
-security definer
-set search_path = ''
-set plan_cache_mode = force_generic_plan
-as $$
-declare
-  g public.access_grants;
-begin
-  select * into g from public.access_grants where id = p_grant_id;
-  return public.mirror_voucher_of_grant(g, p_duration_months);
-end
-$$;
+-- put_grant was the only caller of the id-taking mirror.
+drop function if exists public.mirror_grant_voucher(uuid, integer);
 
 -- Recomputes a grant's status from its money and mirrors it into its voucher. Takes the
 -- grant's current row; returns true when the status changed (the caller then refreshes the
@@ -108,18 +95,14 @@ declare
   v_reason text;
   v_invoice_paid bigint;
 begin
-  if p_grant.id is null or p_grant.kind in ('baseline', 'trial') then
+  if p_grant.kind in ('baseline', 'trial') then
     return false;
   end if;
-  if p_grant.stripe_invoice_id is null then
-    -- a purchase: its own payment, no invoice
-    select * into m from public.money_reversal(
-      array_remove(array[p_grant.stripe_payment_intent_id], null), null);
-  else
+  if p_grant.stripe_invoice_id is not null then
     select i.amount_paid into v_invoice_paid
       from public.invoices i where i.stripe_invoice_id = p_grant.stripe_invoice_id;
-    select * into m from public.money_reversal(public.grant_intents(p_grant), v_invoice_paid);
   end if;
+  select * into m from public.money_reversal(public.grant_intents(p_grant), v_invoice_paid);
   if m.paid > 0 and m.returned >= m.paid then
     v_status := 'revoked';
     v_reason := m.reason;

@@ -2,7 +2,7 @@
 -- postgres), then grants, vouchers and accounts.expiry are checked exactly. Times are fixed, so
 -- every expected value is written out. Rolled back at the end.
 begin;
-select plan(64);
+select plan(66);
 set local timezone = 'UTC';
 
 -- A buyer with a customers row (payment_intents.customer_id references it); returns the user.
@@ -179,6 +179,16 @@ select is(pg_temp.grants('upgrade@example.com'),
                 'subscription_period 01-15..01-15 active 2030-01-15..2031-01-15'],
           'upgrade paid: the month ends where the year begins');
 select is(pg_temp.expiry('upgrade@example.com'), '2031-01-15T00:00:00Z', 'expiry = the yearly period''s end');
+-- The upgrade's payment is refunded in full: the year goes, and a revoked period cuts nothing
+-- short, so the month is whole again.
+select pg_temp.pay('pi_u2', 'upgrade@example.com', 8600, '2030-01-15');
+insert into public.invoice_payments (stripe_invoice_id, stripe_payment_intent_id) values ('in_u2', 'pi_u2');
+update public.charges set amount_refunded = 8600 where stripe_charge_id = 'ch_pi_u2';
+select is(pg_temp.grants('upgrade@example.com'),
+          array['subscription_period 01-01..02-01 active 2030-01-01..2030-02-01',
+                'subscription_period 01-15..01-15 revoked refunded -'],
+          'upgrade refunded: the year is revoked and the month covers its own dates again');
+select is(pg_temp.expiry('upgrade@example.com'), '2030-02-01T00:00:00Z', 'expiry = the month''s end');
 
 -- ---------------------------------------------------------------- stacking: same facts, either order
 select pg_temp.pay('pi_x1', 'stack1@example.com', 2900, '2030-01-01', 'price_t_pack', 'cs_x1');
