@@ -1,5 +1,6 @@
 //! Connections: one pool per process, TLS by rustls honouring `sslmode` as libpq does.
 
+mod event_tx;
 pub mod migrate;
 pub mod split;
 mod tls;
@@ -9,6 +10,8 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
 use crate::config::{DatabaseSettings, DatabaseUrl};
+
+pub use event_tx::EventTx;
 
 /// Builds the pool; connections are opened lazily, so this succeeds while the database is down
 /// (the service starts, answers 503, and recovers on its own).

@@ -1,7 +1,7 @@
 //! Billing history rows that are events rather than facts: a failed payment attempt. Every
 //! money movement (payments, refunds, disputes) gets its row from the facts, in SQL.
 
-use deadpool_postgres::Transaction;
+use crate::db::EventTx;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -12,7 +12,7 @@ use crate::envelope::EventEnvelope;
 const FAILED_PAYMENT: &str = "select public.put_billing_row($1, $2, $3, 0, $4, $5, 'failed', $6)";
 
 pub async fn record_failed_payment(
-    tx: &Transaction<'_>,
+    tx: &EventTx,
     event: &EventEnvelope,
     user_id: Option<Uuid>,
     currency: Option<&str>,

@@ -1,6 +1,6 @@
 //! product.* and price.*: the catalog the frontend lists.
 
-use deadpool_postgres::Transaction;
+use crate::db::EventTx;
 use serde::Deserialize;
 use tokio_postgres::types::ToSql;
 
@@ -102,7 +102,7 @@ impl Handler for Products {
         p: Product,
         _: (),
         event: &EventEnvelope,
-        tx: &Transaction<'_>,
+        tx: &EventTx,
     ) -> Result<Applied, HandlerError> {
         let deleted = event.event_type == "product.deleted";
         // Rows referencing a deleted product (prices, subscriptions) stay valid: it is
@@ -203,7 +203,7 @@ impl Handler for Prices {
         p: Price,
         _: (),
         event: &EventEnvelope,
-        tx: &Transaction<'_>,
+        tx: &EventTx,
     ) -> Result<Applied, HandlerError> {
         let deleted = event.event_type == "price.deleted";
         let (_, ensure, upsert) = futures_util::try_join!(
@@ -359,7 +359,7 @@ impl Handler for Plans {
         p: Plan,
         _: (),
         event: &EventEnvelope,
-        tx: &Transaction<'_>,
+        tx: &EventTx,
     ) -> Result<Applied, HandlerError> {
         let deleted = event.event_type == "plan.deleted";
         // A plan and the price of the same id are one object.

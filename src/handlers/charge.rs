@@ -3,7 +3,7 @@
 //! it paid. Whether a refund takes access back, and the billing history, are derived in SQL
 //! from these rows; a charge is attributed to its payment intent's owner there too.
 
-use deadpool_postgres::Transaction;
+use crate::db::EventTx;
 use serde::Deserialize;
 
 use super::invoice::link_payment;
@@ -96,7 +96,7 @@ impl Handler for Charges {
         c: Charge,
         _: (),
         event: &EventEnvelope,
-        tx: &Transaction<'_>,
+        tx: &EventTx,
     ) -> Result<Applied, HandlerError> {
         let intent = c.payment_intent.as_deref().unwrap_or(&c.id);
         // Facts that hold whatever the snapshot's age: the invoice it paid, and each listed
@@ -111,7 +111,7 @@ impl Handler for Charges {
         if !ordering::claim(tx, "charge", &c.id, event, c.amount_refunded, false).await? {
             return Ok(Applied::note(ordering::stale_note(&c.id)));
         }
-        let user_id = provision::resolve_customer(tx, c.customer.as_deref()).await?;
+        let user_id = provision::resolve_customer(tx.client(), c.customer.as_deref()).await?;
         let currency = c.currency.as_deref().unwrap_or("usd");
         let status = c.status.as_deref().unwrap_or("succeeded");
         let placeholder_status = if c.payment_intent.is_none() && status == "succeeded" {

@@ -3,7 +3,7 @@
 //! succeeded payment intent marked as bought through this session, with the price its metadata
 //! names (what it grants is derived in SQL); a subscription gets its owner.
 
-use deadpool_postgres::Transaction;
+use crate::db::EventTx;
 use serde::Deserialize;
 
 use super::object::{expandable_id, metadata};
@@ -114,7 +114,7 @@ impl Handler for CheckoutCompleted {
         s: Session,
         sale: Sale,
         event: &EventEnvelope,
-        tx: &Transaction<'_>,
+        tx: &EventTx,
     ) -> Result<Applied, HandlerError> {
         if !s.is_paid() {
             return Ok(Applied::note(format!(

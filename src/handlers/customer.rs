@@ -12,8 +12,8 @@
 //! mapping (the cancellation Stripe sends with it still belongs to the same person) but drops it
 //! from public.customers.
 
+use crate::db::EventTx;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Transaction;
 use serde::Deserialize;
 
 use super::provision::{self, PreparedBuyer};
@@ -104,7 +104,7 @@ impl Handler for Customers {
         c: Customer,
         prepared: Option<PreparedBuyer>,
         event: &EventEnvelope,
-        tx: &Transaction<'_>,
+        tx: &EventTx,
     ) -> Result<Applied, HandlerError> {
         let deleted = event.event_type == "customer.deleted";
         if !ordering::claim(tx, "customer", &c.id, event, 0, deleted).await? {
@@ -123,7 +123,7 @@ impl Handler for Customers {
             .get(0);
         let mapped = match mapped {
             Some(user) => Some(user),
-            None => provision::resolve_customer(tx, Some(&c.id)).await?,
+            None => provision::resolve_customer(tx.client(), Some(&c.id)).await?,
         };
         if let Some(user) = mapped {
             if deleted {
@@ -147,7 +147,7 @@ impl Handler for Customers {
             // A payment committed while this event prepared: retry, so the retry provisions.
             None if !deleted
                 && email.is_some()
-                && provision::has_unlinked_payment(tx, &c.id).await? =>
+                && provision::has_unlinked_payment(tx.client(), &c.id).await? =>
             {
                 Err(HandlerError::NotYet(format!(
                     "a payment of customer {} arrived meanwhile: retried to provision its buyer",

@@ -4,8 +4,8 @@
 //! status is the latest snapshot's. What a dispute does to access and to the billing history is
 //! derived in SQL.
 
+use crate::db::EventTx;
 use chrono::{DateTime, TimeZone, Utc};
-use deadpool_postgres::Transaction;
 use serde::Deserialize;
 
 use super::object::expandable_id;
@@ -88,7 +88,7 @@ impl Handler for Disputes {
         d: Dispute,
         _: (),
         event: &EventEnvelope,
-        tx: &Transaction<'_>,
+        tx: &EventTx,
     ) -> Result<Applied, HandlerError> {
         let status = d
             .status

@@ -9,7 +9,8 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use deadpool_postgres::{Pool, Transaction};
+use crate::db::EventTx;
+use deadpool_postgres::Pool;
 use serde::de::DeserializeOwned;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -54,7 +55,7 @@ pub trait Handler: Sync + 'static {
         object: Self::Object,
         prepared: Self::Prepared,
         event: &EventEnvelope,
-        tx: &Transaction<'_>,
+        tx: &EventTx,
     ) -> impl Future<Output = Result<Applied, HandlerError>> + Send;
 }
 
@@ -231,11 +232,7 @@ impl<H: Handler> Route for H {
 pub struct Prepared(Box<dyn ApplyOnce>);
 
 impl Prepared {
-    pub async fn apply(
-        self,
-        event: &EventEnvelope,
-        tx: &Transaction<'_>,
-    ) -> Result<Applied, HandlerError> {
+    pub async fn apply(self, event: &EventEnvelope, tx: &EventTx) -> Result<Applied, HandlerError> {
         self.0.apply(event, tx).await
     }
 }
@@ -244,7 +241,7 @@ trait ApplyOnce: Send {
     fn apply<'a>(
         self: Box<Self>,
         event: &'a EventEnvelope,
-        tx: &'a Transaction<'a>,
+        tx: &'a EventTx,
     ) -> BoxFuture<'a, Result<Applied, HandlerError>>;
 }
 
@@ -258,7 +255,7 @@ impl<H: Handler> ApplyOnce for Ready<H> {
     fn apply<'a>(
         self: Box<Self>,
         event: &'a EventEnvelope,
-        tx: &'a Transaction<'a>,
+        tx: &'a EventTx,
     ) -> BoxFuture<'a, Result<Applied, HandlerError>> {
         let Ready {
             handler,

@@ -8,8 +8,8 @@
 //! A paid invoice of a buyer nobody knows yet provisions them (from `customer_email`, the
 //! directory of Stripe customers, or the Stripe API).
 
+use crate::db::EventTx;
 use chrono::{DateTime, TimeZone, Utc};
-use deadpool_postgres::Transaction;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -293,7 +293,7 @@ on conflict (stripe_invoice_id, stripe_payment_intent_id) do nothing";
 
 /// Records that `payment_intent` paid `invoice` (from whichever event says so first).
 pub async fn link_payment(
-    tx: &Transaction<'_>,
+    tx: &EventTx,
     invoice: &str,
     payment_intent: &str,
     amount_paid: Option<i64>,
@@ -355,7 +355,7 @@ impl Handler for Invoices {
         inv: Invoice,
         prepared: Option<PreparedBuyer>,
         event: &EventEnvelope,
-        tx: &Transaction<'_>,
+        tx: &EventTx,
     ) -> Result<Applied, HandlerError> {
         let status = inv.status(&event.event_type);
         link_paying_intent(tx, &inv).await?;
@@ -389,7 +389,7 @@ impl Handler for Invoices {
 
 /// Which payment paid the invoice (before API 2025-03-31.basil the invoice names it): a fact
 /// whatever the snapshot's age.
-async fn link_paying_intent(tx: &Transaction<'_>, inv: &Invoice) -> Result<(), HandlerError> {
+async fn link_paying_intent(tx: &EventTx, inv: &Invoice) -> Result<(), HandlerError> {
     if let Some(intent) = &inv.payment_intent {
         link_payment(tx, &inv.id, intent, inv.amount_paid).await?;
     } else if let Some(charge) = &inv.charge {
@@ -405,12 +405,12 @@ async fn link_paying_intent(tx: &Transaction<'_>, inv: &Invoice) -> Result<(), H
 /// customer's mapping may be gone), else — a paid invoice — the buyer `prepare` found, now
 /// provisioned and linked. None: stored unlinked until the customer is mapped.
 async fn owner(
-    tx: &Transaction<'_>,
+    tx: &EventTx,
     inv: &Invoice,
     status: &str,
     prepared: Option<&PreparedBuyer>,
 ) -> Result<Applied, HandlerError> {
-    if let Some(user) = provision::resolve_customer(tx, inv.customer.as_deref()).await? {
+    if let Some(user) = provision::resolve_customer(tx.client(), inv.customer.as_deref()).await? {
         return Ok(Applied::for_user(Some(user)));
     }
     if let Some(sub) = inv.subscription_id() {

@@ -3,7 +3,7 @@
 //! ledger tell an invoice's payment from a one-time purchase, revoke a subscription period when
 //! its payment is refunded, and keep one billing history row per payment.
 
-use deadpool_postgres::Transaction;
+use crate::db::EventTx;
 use serde::Deserialize;
 
 use super::invoice::link_payment;
@@ -43,7 +43,7 @@ impl Handler for InvoicePayments {
         p: InvoicePayment,
         _: (),
         _event: &EventEnvelope,
-        tx: &Transaction<'_>,
+        tx: &EventTx,
     ) -> Result<Applied, HandlerError> {
         let intent = p.payment.and_then(|pay| pay.payment_intent);
         let (Some(invoice), Some(intent)) = (p.invoice, intent) else {

@@ -1,6 +1,6 @@
 //! Per-object ordering: an older snapshot never overwrites a newer one.
 
-use deadpool_postgres::Transaction;
+use crate::db::EventTx;
 
 use crate::envelope::EventEnvelope;
 
@@ -27,14 +27,14 @@ pub(crate) use claimed_by;
 /// Prepares the claim's statement (a cache hit after the connection's first). Writes guarded by
 /// `claimed_by!` and sent beside the claim need it prepared first: the claim must be sent ahead
 /// of them, and a claim still waiting for its statement would go out after them.
-pub async fn prepare(tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+pub async fn prepare(tx: &EventTx) -> Result<(), tokio_postgres::Error> {
     tx.prepare_cached(CLAIM).await.map(drop)
 }
 
 /// True when `event`'s snapshot of `object_id` may be applied (and is now the latest).
 /// `tie_break` orders events of the same second; `deleted` marks a deletion, which wins.
 pub async fn claim(
-    tx: &Transaction<'_>,
+    tx: &EventTx,
     object_type: &str,
     object_id: &str,
     event: &EventEnvelope,

@@ -4,8 +4,8 @@
 //! metadata names a price) and its billing history row are derived in SQL; an invoice's intent
 //! (it names the invoice before API 2025-03-31.basil) buys nothing by itself.
 
+use crate::db::EventTx;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Transaction;
 use serde::Deserialize;
 use serde_json::json;
 use tokio_postgres::types::ToSql;
@@ -125,7 +125,7 @@ impl IntentRow<'_> {
 
 /// Writes the intent; returns its row id and owner.
 pub async fn upsert(
-    tx: &Transaction<'_>,
+    tx: &EventTx,
     row: &IntentRow<'_>,
 ) -> Result<(Uuid, Option<Uuid>), tokio_postgres::Error> {
     let stmt = tx.prepare_cached(UPSERT).await?;
@@ -203,7 +203,7 @@ impl Handler for PaymentIntents {
         pi: Intent,
         prepared: Option<PreparedBuyer>,
         event: &EventEnvelope,
-        tx: &Transaction<'_>,
+        tx: &EventTx,
     ) -> Result<Applied, HandlerError> {
         // Which invoice it pays: a fact whatever the snapshot's age.
         if let Some(invoice) = &pi.invoice {
@@ -220,7 +220,7 @@ impl Handler for PaymentIntents {
                 status_rank(&status),
                 false
             ),
-            provision::resolve_customer(tx, pi.customer.as_deref()),
+            provision::resolve_customer(tx.client(), pi.customer.as_deref()),
         )?;
         if !fresh {
             return Ok(Applied::note(ordering::stale_note(&pi.id)));

@@ -1,7 +1,7 @@
 //! payment_method.attached / updated / automatically_updated / detached: what the frontend
 //! may show of a card (type, last four, expiry), never more.
 
-use deadpool_postgres::Transaction;
+use crate::db::EventTx;
 use serde::Deserialize;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -113,7 +113,7 @@ impl Handler for PaymentMethods {
         pm: PaymentMethod,
         _: (),
         event: &EventEnvelope,
-        tx: &Transaction<'_>,
+        tx: &EventTx,
     ) -> Result<Applied, HandlerError> {
         // Stripe never re-attaches a detached payment method: deletion wins.
         let detached = event.event_type == "payment_method.detached";
@@ -125,7 +125,7 @@ impl Handler for PaymentMethods {
             tx.execute(&stmt, &[&pm.id]).await?;
             return Ok(Applied::default());
         }
-        let user_id = provision::resolve_customer(tx, pm.customer.as_deref()).await?;
+        let user_id = provision::resolve_customer(tx.client(), pm.customer.as_deref()).await?;
         if let Some(user) = user_id {
             provision::ensure_customer_row(tx, user).await?;
         }

@@ -4,8 +4,8 @@
 //! A Stripe customer already mapped to a user wins over the email (the buyer may have changed
 //! their address); otherwise the auth user is found by email case-insensitively or created.
 
+use crate::db::EventTx;
 use deadpool_postgres::GenericClient;
-use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -220,12 +220,9 @@ const ENSURE_ACCOUNT: &str = "select public.ensure_account($1)";
 /// Inside the transaction: the user, their profile, customer row and account. The caller
 /// writes its own facts next and calls `link_customer` last: linking hands earlier rows to
 /// the user, which fires the voucher trigger, and by then the price must be on the intent.
-pub async fn provision(
-    tx: &Transaction<'_>,
-    prepared: &PreparedBuyer,
-) -> Result<Uuid, HandlerError> {
+pub async fn provision(tx: &EventTx, prepared: &PreparedBuyer) -> Result<Uuid, HandlerError> {
     let buyer = &prepared.buyer;
-    let user_id = match resolve_customer(tx, buyer.stripe_customer.as_deref()).await? {
+    let user_id = match resolve_customer(tx.client(), buyer.stripe_customer.as_deref()).await? {
         Some(mapped) => mapped,
         None => match prepared.auth_user {
             Some(id) => id,
@@ -259,10 +256,7 @@ pub const ENSURE_CUSTOMER_ROW: &str =
     "insert into public.customers (id) values ($1) on conflict (id) do nothing";
 
 /// payment_intents.customer_id references customers(id) (= the user id).
-pub async fn ensure_customer_row(
-    tx: &Transaction<'_>,
-    user_id: Uuid,
-) -> Result<(), tokio_postgres::Error> {
+pub async fn ensure_customer_row(tx: &EventTx, user_id: Uuid) -> Result<(), tokio_postgres::Error> {
     let stmt = tx.prepare_cached(ENSURE_CUSTOMER_ROW).await?;
     tx.execute(&stmt, &[&user_id]).await?;
     Ok(())
@@ -297,7 +291,7 @@ const BACKFILL: [&str; 5] = [
 const LOCK_CUSTOMER: &str = "select pg_advisory_xact_lock(hashtext('stripe-customer:' || $1))";
 
 pub async fn lock_customer(
-    tx: &Transaction<'_>,
+    tx: &EventTx,
     stripe_customer_id: &str,
 ) -> Result<(), tokio_postgres::Error> {
     let stmt = tx.prepare_cached(LOCK_CUSTOMER).await?;
@@ -307,7 +301,7 @@ pub async fn lock_customer(
 
 /// Inside the transaction (after `lock_customer`): the directory's contact for a customer.
 pub async fn directory_buyer(
-    tx: &Transaction<'_>,
+    tx: &EventTx,
     stripe_customer_id: &str,
 ) -> Result<Option<Buyer>, tokio_postgres::Error> {
     let stmt = tx.prepare_cached(DIRECTORY_CONTACT).await?;
@@ -329,7 +323,7 @@ pub async fn directory_buyer(
 /// unlinked and the customer's own event provisions them later. The lock makes sure one of
 /// the two sees the other.
 pub async fn wait_if_buyer_arrived(
-    tx: &Transaction<'_>,
+    tx: &EventTx,
     stripe_customer_id: &str,
 ) -> Result<(), HandlerError> {
     lock_customer(tx, stripe_customer_id).await?;
@@ -363,7 +357,7 @@ pub async fn has_unlinked_payment(
 /// caller reports the customer in `Applied::linked_customer`, so the events waiting for this
 /// mapping are retried at once.
 pub async fn link_customer(
-    tx: &Transaction<'_>,
+    tx: &EventTx,
     user_id: Uuid,
     stripe_customer_id: &str,
     email: Option<&Email>,

@@ -3,8 +3,8 @@
 //! inside the charge; the charge handler records those through `record` as well. Whether a
 //! refund takes access back, and its billing history row, are derived in SQL.
 
+use crate::db::EventTx;
 use chrono::{DateTime, TimeZone, Utc};
-use deadpool_postgres::Transaction;
 use serde::Deserialize;
 
 use super::object::expandable_id;
@@ -70,7 +70,7 @@ where (refunds.stripe_charge_id, refunds.stripe_payment_intent_id, refunds.amoun
 /// Records one refund snapshot unless a newer one is applied. `charge`/`payment_intent` fill
 /// in what an embedded refund leaves out. Returns whether it was applied.
 pub async fn record(
-    tx: &Transaction<'_>,
+    tx: &EventTx,
     event: &EventEnvelope,
     r: &Refund,
     charge: Option<&str>,
@@ -120,7 +120,7 @@ impl Handler for Refunds {
         r: Refund,
         _: (),
         event: &EventEnvelope,
-        tx: &Transaction<'_>,
+        tx: &EventTx,
     ) -> Result<Applied, HandlerError> {
         if !record(tx, event, &r, None, None).await? {
             return Ok(Applied::note(ordering::stale_note(&r.id)));

@@ -1,21 +1,27 @@
 //! One attempt on an event, inside its transaction: the handler's `apply` after the savepoint,
-//! then the row's status. A first delivery's row is inserted only now, with its final status
-//! (one write of the row, never updated after); a stored row is updated. A handler error rolls
-//! back to the savepoint, so a `failed` row carries no partial effects; the savepoint is never
-//! released on success (COMMIT ends it, one round trip less).
+//! then the row's status, with COMMIT right behind it in the same round trip. A first
+//! delivery's row is inserted only now, with its final status (one write of the row, never
+//! updated after); a stored row is updated. A handler error rolls back to the savepoint, so a
+//! `failed` row carries no partial effects; the savepoint is never released on success (COMMIT
+//! ends it, one round trip less).
 
 use chrono::Utc;
-use deadpool_postgres::Transaction;
 use uuid::Uuid;
+
+use tokio_postgres::types::ToSql;
 
 use super::sql::{self, Done, Finished, NewEvent};
 use super::{retry_delay, Attempt, Pipeline, Status};
+use crate::db::EventTx;
 use crate::envelope::EventEnvelope;
 use crate::handlers::{Applied, HandlerError, Prepared};
 
 /// The handler runs after this savepoint; an error rolls back to it.
 pub(super) const SAVEPOINT: &str = "savepoint handler";
 const ROLLBACK_TO_SAVEPOINT: &str = "rollback to savepoint handler";
+
+/// The unique constraint a first delivery's row meets when another delivery stored the id.
+const EVENT_ID_KEY: &str = "stripe_webhook_events_stripe_event_id_key";
 
 /// What an attempt will do, decided before its transaction.
 pub(super) enum Plan {
@@ -44,13 +50,13 @@ pub(super) enum Row<'a> {
 }
 
 impl Pipeline {
-    /// Runs `plan` inside `tx` and writes the row's status there. The caller has opened
-    /// `SAVEPOINT` before. `None`: a new row's id was stored meanwhile by another delivery,
-    /// which applied the event; this attempt's effects are rolled back. An error means the
-    /// connection is gone: nothing of the transaction is stored.
+    /// Runs `plan` inside `tx`, writes the row's status there and commits. The caller has
+    /// opened `SAVEPOINT` before. `None`: a new row's id was stored meanwhile by another
+    /// delivery, which applied the event; this attempt is rolled back. An error means nothing
+    /// of the transaction is stored.
     pub(super) async fn attempt(
         &self,
-        tx: &Transaction<'_>,
+        tx: &EventTx,
         envelope: &EventEnvelope,
         row: &Row<'_>,
         plan: Plan,
@@ -78,53 +84,38 @@ impl Pipeline {
 
     async fn mark_done(
         &self,
-        tx: &Transaction<'_>,
+        tx: &EventTx,
         row: &Row<'_>,
         status: Status,
         applied: Applied,
     ) -> Result<Option<Attempt>, tokio_postgres::Error> {
-        let write = async {
-            match row {
-                Row::New(event) => {
-                    let finished = Finished {
-                        status: status.as_str(),
-                        user_id: applied.user_id,
-                        old_tier: applied.old_tier.as_deref(),
-                        new_tier: applied.new_tier.as_deref(),
-                        note: applied.note.as_deref(),
-                        error: None,
-                        next_attempt_at: None,
-                        retry_count: 0,
-                    };
-                    insert_finished(tx, event, &finished).await
-                }
-                Row::Stored { row_id, .. } => {
-                    let done = Done {
-                        row_id: *row_id,
-                        status: status.as_str(),
-                        user_id: applied.user_id,
-                        old_tier: applied.old_tier.as_deref(),
-                        new_tier: applied.new_tier.as_deref(),
-                        note: applied.note.as_deref(),
-                    };
-                    let stmt = tx.prepare_cached(sql::MARK_DONE).await?;
-                    tx.execute(&stmt, &done.params()).await?;
-                    Ok(true)
-                }
+        let finished = Finished {
+            status: status.as_str(),
+            user_id: applied.user_id,
+            old_tier: applied.old_tier.as_deref(),
+            new_tier: applied.new_tier.as_deref(),
+            note: applied.note.as_deref(),
+            error: None,
+            next_attempt_at: None,
+            retry_count: 0,
+        };
+        let done;
+        let (write, params): (&'static str, Vec<&(dyn ToSql + Sync)>) = match row {
+            Row::New(event) => (sql::INSERT_FINISHED, event.params(&finished).to_vec()),
+            Row::Stored { row_id, .. } => {
+                done = Done {
+                    row_id: *row_id,
+                    status: status.as_str(),
+                    user_id: applied.user_id,
+                    old_tier: applied.old_tier.as_deref(),
+                    new_tier: applied.new_tier.as_deref(),
+                    note: applied.note.as_deref(),
+                };
+                (sql::MARK_DONE, done.params().to_vec())
             }
         };
-        let written = match &applied.linked_customer {
-            None => write.await?,
-            Some(customer) => {
-                // The events waiting for this customer's mapping are due now: one round trip.
-                let wake = tx.prepare_cached(sql::WAKE_WAITING).await?;
-                let customer: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [customer];
-                let (written, _) = futures_util::try_join!(write, tx.execute(&wake, &customer))?;
-                written
-            }
-        };
-        if !written {
-            tx.batch_execute(ROLLBACK_TO_SAVEPOINT).await?;
+        let wake = applied.linked_customer.as_deref();
+        if !finish(tx, write, &params, wake).await? {
             return Ok(None);
         }
         Ok(Some(Attempt {
@@ -139,7 +130,7 @@ impl Pipeline {
     /// the fix). A dead event is logged at ERROR.
     async fn mark_failed(
         &self,
-        tx: &Transaction<'_>,
+        tx: &EventTx,
         row: &Row<'_>,
         error: HandlerError,
     ) -> Result<Option<Attempt>, tokio_postgres::Error> {
@@ -168,15 +159,15 @@ impl Pipeline {
                     next_attempt_at: retry_at,
                     retry_count: attempts,
                 };
-                if !insert_finished(tx, event, &finished).await? {
+                if !finish(tx, sql::INSERT_FINISHED, &event.params(&finished), None).await? {
                     // Another delivery stored the event meanwhile; its outcome stands.
                     return Ok(None);
                 }
             }
             Row::Stored { row_id, .. } => {
-                let stmt = tx.prepare_cached(sql::MARK_FAILED).await?;
-                tx.execute(&stmt, &[row_id, &status.as_str(), &message, &retry_at])
-                    .await?;
+                let params: [&(dyn ToSql + Sync); 4] =
+                    [row_id, &status.as_str(), &message, &retry_at];
+                finish(tx, sql::MARK_FAILED, &params, None).await?;
             }
         }
         match retry_at {
@@ -205,21 +196,55 @@ impl Pipeline {
     }
 }
 
-/// Inserts a first delivery's row with its outcome; false when the id was stored meanwhile.
-async fn insert_finished(
-    tx: &Transaction<'_>,
-    event: &NewEvent<'_>,
-    finished: &Finished<'_>,
+/// Writes the row that ends an attempt (`write` with `params`) and commits right behind it, in
+/// one round trip; with `wake`, also makes the events waiting for that newly mapped customer
+/// due. False: a first delivery's row met its id stored by another delivery meanwhile, which
+/// aborted the transaction, so the COMMIT rolled this attempt back. On any other error nothing
+/// of the transaction is stored either.
+async fn finish(
+    tx: &EventTx,
+    write: &'static str,
+    params: &[&(dyn ToSql + Sync)],
+    wake: Option<&str>,
 ) -> Result<bool, tokio_postgres::Error> {
-    let stmt = tx.prepare_cached(sql::INSERT_FINISHED).await?;
-    Ok(tx
-        .query_opt(&stmt, &event.params(finished))
-        .await?
-        .is_some())
+    // Prepared first: inside the join each statement must go out when first polled, ahead of
+    // the COMMIT.
+    let write = tx.prepare_cached(write).await?;
+    let waking = match wake {
+        Some(_) => Some(tx.prepare_cached(sql::WAKE_WAITING).await?),
+        None => None,
+    };
+    let customer = wake.unwrap_or_default();
+    let customer: [&(dyn ToSql + Sync); 1] = [&customer];
+    let (written, woken, committed) = futures_util::join!(
+        tx.execute(&write, params),
+        async {
+            match &waking {
+                Some(stmt) => tx.execute(stmt, &customer).await.map(drop),
+                None => Ok(()),
+            }
+        },
+        tx.commit(),
+    );
+    match written {
+        Err(e) if is_stored_meanwhile(&e) => return Ok(false),
+        Err(e) => return Err(e),
+        Ok(_) => {}
+    }
+    woken?;
+    committed?;
+    Ok(true)
+}
+
+fn is_stored_meanwhile(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+            && db.constraint() == Some(EVENT_ID_KEY)
+    })
 }
 
 async fn run(
-    tx: &Transaction<'_>,
+    tx: &EventTx,
     envelope: &EventEnvelope,
     plan: Plan,
 ) -> Result<Outcome, tokio_postgres::Error> {

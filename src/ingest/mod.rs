@@ -2,23 +2,24 @@
 //! stored and its effects applied in one transaction.
 //!
 //! Live path: the handler's `prepare` runs first, outside any transaction and holding no
-//! connection while it calls Stripe or Supabase Auth. Then one pipelined batch looks the id up
-//! (a finished one is a duplicate; one waiting for a retry is taken over) and opens a
-//! savepoint, `apply` runs, and a first delivery's row is inserted with its final status, so it
-//! is written once and never updated (see `attempt`). Concurrent deliveries of one id take
-//! turns (a transaction-scoped advisory lock on the id, first in that batch): the later ones
-//! find the row stored and are answered `duplicate` without running the handler. Should one
-//! still meet the row at its final insert (another worker inserted it without the lock, e.g.
-//! an older version), it inserts nothing, rolls its effects back to the savepoint and is
-//! answered `duplicate` too. If the commit itself fails nothing was stored
-//! and the caller answers 503, so Stripe delivers again.
+//! connection while it calls Stripe or Supabase Auth. Then one pipelined batch opens the
+//! transaction, looks the id up (a finished one is a duplicate; one waiting for a retry is
+//! taken over) and opens a savepoint, `apply` runs, and a first delivery's row is inserted with
+//! its final status, COMMIT right behind it, so it is written once and never updated (see
+//! `attempt`). Concurrent deliveries of one id take turns (a transaction-scoped advisory lock
+//! on the id, first after BEGIN): the later ones find the row stored and are answered
+//! `duplicate` without running the handler. Should one still meet the row at its final insert
+//! (another writer inserted it without the lock), the insert fails, the COMMIT behind it rolls
+//! the whole attempt back, and it is answered `duplicate` too. If the commit itself fails
+//! nothing was stored and the caller answers 503, so Stripe delivers again.
 //!
 //! Errors are classified once: a handler error is retried with backoff (`NotYet`, `External`,
 //! `Database`) or is fatal (`Invalid`: the row is `dead` at once, logged at ERROR, and replayed
 //! after a fix); only an unreachable database is the caller's problem (`IngestError`).
 //!
-//! Round trips are the cost that counts (each one wakes a backend on a busy database): the
-//! look-up, the retake of a waiting row and the savepoint go out as one pipelined batch, and the
+//! Round trips are the cost that counts (each one wakes a backend on a busy database): BEGIN,
+//! the look-up, the retake of a waiting row and the savepoint go out as one pipelined batch, the
+//! final write and COMMIT as another (`db::EventTx`), and the
 //! status check before any work is made only for an id this process received before (`recent`),
 //! which answers a redelivery with that one probe, shared by the redeliveries that arrive
 //! together (`finished`).
@@ -35,7 +36,7 @@ mod status;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::Pool;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -48,6 +49,7 @@ pub use status::{Attempt, DeliveryStatus, Status};
 use self::attempt::{Plan, Row, SAVEPOINT};
 use self::sql::NewEvent;
 use crate::config::{PipelineSettings, RetrySettings};
+use crate::db::EventTx;
 use crate::envelope::EventEnvelope;
 use crate::handlers::{self, HandlerError, PrepareContext, Route, Services};
 use crate::metrics::Metrics;
@@ -185,14 +187,14 @@ impl Pipeline {
                 return Ok(DeliveryStatus::Duplicate);
             }
             let plan = self.plan(envelope).await?;
-            let mut client = self.pool.get().await?;
+            let client = self.pool.get().await?;
             let turn = client.prepare_cached(sql::LOCK_EVENT_ID).await?;
             let retake = client.prepare_cached(sql::RETAKE_WAITING).await?;
             let stored = client.prepare_cached(sql::CURRENT_STATUS).await?;
             let current = client.prepare_cached(sql::SET_CURRENT_EVENT).await?;
             // jsonb takes the storable form; the exact bytes are kept beside it when it differs.
             let storable = crate::envelope::storable(raw_body);
-            let tx = client.transaction().await?;
+            let tx = EventTx::new(client);
             let row = match claim(&tx, [&turn, &retake, &stored, &current], &envelope.id).await? {
                 Claim::Retaken {
                     row_id,
@@ -217,9 +219,7 @@ impl Pipeline {
                     request_id,
                 }),
             };
-            let attempt = self.attempt(&tx, envelope, &row, plan).await?;
-            tx.commit().await?;
-            let Some(attempt) = attempt else {
+            let Some(attempt) = self.attempt(&tx, envelope, &row, plan).await? else {
                 return Ok(DeliveryStatus::Duplicate);
             };
             self.record(envelope, &attempt);
@@ -249,18 +249,20 @@ impl Pipeline {
         };
         let work = async {
             let plan = self.plan(&envelope).await?;
-            let mut client = self.pool.get().await?;
+            let client = self.pool.get().await?;
             let stmt = client.prepare_cached(sql::LOCK_CLAIMED).await?;
             let current = client.prepare_cached(sql::SET_CURRENT_EVENT).await?;
-            let tx = client.transaction().await?;
+            let tx = EventTx::new(client);
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
                 [&row_id, &self.worker_id];
             let id: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&envelope.id];
-            let (locked, current, savepoint) = futures_util::join!(
+            let (begun, locked, current, savepoint) = futures_util::join!(
+                tx.begin(),
                 tx.query_opt(&stmt, &params),
                 tx.execute(&current, &id),
                 tx.batch_execute(SAVEPOINT)
             );
+            begun?;
             let Some(row) = locked? else {
                 tx.commit().await?;
                 return Ok(ClaimedOutcome::LeaseLost);
@@ -271,10 +273,8 @@ impl Pipeline {
                 row_id,
                 retry_count: row.get(0),
             };
-            let attempt = self.attempt(&tx, &envelope, &stored, plan).await?;
-            tx.commit().await?;
             // A stored row is always written.
-            let Some(attempt) = attempt else {
+            let Some(attempt) = self.attempt(&tx, &envelope, &stored, plan).await? else {
                 return Ok(ClaimedOutcome::LeaseLost);
             };
             self.record(&envelope, &attempt);
@@ -364,26 +364,29 @@ enum Claim {
     Taken,
 }
 
-/// Looks the delivered event up in one round trip: waits for its turn (`LOCK_EVENT_ID`, held
+/// Opens the transaction and looks the delivered event up in one round trip: waits for its turn (`LOCK_EVENT_ID`, held
 /// until commit, so concurrent deliveries of one id run one after the other and the later ones
 /// find the row stored); takes over its row if it waits for a retry
 /// and nobody holds it (Stripe's redelivery, a dashboard "resend", `RETAKE_WAITING`), else
 /// tells whether it is stored at all; names the event for the SQL it runs and opens the
 /// handler's savepoint. A delivery of the same id committed after these statements is found by
-/// the final insert, which then stores nothing (`Pipeline::attempt` answers `None`).
+/// the final insert, which then fails and rolls the attempt back (`Pipeline::attempt` answers
+/// `None`).
 async fn claim(
-    tx: &Transaction<'_>,
+    tx: &EventTx,
     [turn, retake, stored, current]: [&tokio_postgres::Statement; 4],
     event_id: &str,
 ) -> Result<Claim, tokio_postgres::Error> {
     let id: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&event_id];
-    let (turn, retaken, stored, current, savepoint) = futures_util::join!(
+    let (begun, turn, retaken, stored, current, savepoint) = futures_util::join!(
+        tx.begin(),
         tx.execute(turn, &id),
         tx.query_opt(retake, &id),
         tx.query_opt(stored, &id),
         tx.execute(current, &id),
         tx.batch_execute(SAVEPOINT),
     );
+    begun?;
     turn?;
     let (retaken, stored) = (retaken?, stored?);
     current?;

@@ -20,8 +20,9 @@ pub const CURRENT_STATUS: &str =
 
 /// A first delivery's row, written once when its attempt is over (with the status it ended
 /// in, so it is never updated afterwards). A concurrent delivery of the same id waits on the
-/// unique index until the other commits and then inserts nothing. Parameters: `NewEvent` then
-/// `Finished`.
+/// unique index until the other commits and then fails on it, which rolls its attempt back
+/// (COMMIT follows in the same round trip, so a conflict must abort rather than insert
+/// nothing). Parameters: `NewEvent` then `Finished`.
 pub const INSERT_FINISHED: &str = "
 insert into public.stripe_webhook_events
   (stripe_event_id, event_type, event_data, livemode, api_version, event_created_at,
@@ -29,9 +30,7 @@ insert into public.stripe_webhook_events
    processing_note, error_message, next_attempt_at, retry_count)
 values ($1, $2, $3::text::jsonb, $4, $5, $6, $7, $8, $9,
         case when $9 in ('processed', 'ignored') then now() end,
-        $10, $11, $12, $13, $14, $15, $16)
-on conflict (stripe_event_id) do nothing
-returning id";
+        $10, $11, $12, $13, $14, $15, $16)";
 
 /// The delivered event, `INSERT_FINISHED`'s first parameters ($1 … $8).
 pub struct NewEvent<'a> {

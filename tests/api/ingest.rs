@@ -280,6 +280,78 @@ async fn concurrent_deliveries_of_one_event_apply_it_once() {
     );
 }
 
+#[tokio::test]
+async fn a_delivery_whose_row_another_writer_stores_meanwhile_is_rolled_back_whole() {
+    let app = spawn_app().await;
+    let (id, product) = (unique("evt"), unique("prod"));
+    // Another writer, which does not take the worker's turn on the id, holds the id's row
+    // uncommitted while the delivery runs: the delivery's own row must then wait for it and,
+    // once it commits, give way, taking the handler's effects with it.
+    let mut other = crate::helpers::connect(&app.db.url).await;
+    let held = other.transaction().await.unwrap();
+    held.execute(
+        "insert into stripe_webhook_events
+           (stripe_event_id, event_type, event_data, livemode, request_id, processing_status, processed_at)
+         values ($1, 'product.created', '{}'::jsonb, false, 'elsewhere', 'processed', now())",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    let ev = product_event(&id, &product);
+    let blocked = async {
+        crate::helpers::wait_until("the delivery's row to wait for the held one", || async {
+            app.count(
+                "select count(*) from pg_stat_activity
+                 where wait_event_type = 'Lock' and query like '%insert into public.stripe_webhook_events%'",
+            )
+            .await
+                == 1
+        })
+        .await;
+        held.commit().await.unwrap();
+    };
+    let (answer, ()) = futures_util::join!(app.post_event(&ev), blocked);
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body, json!({"event_id": id, "status": "duplicate"}));
+    let row = app
+        .sql
+        .query_one(
+            "select request_id, event_data::text from stripe_webhook_events where stripe_event_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(0), "elsewhere");
+    assert_eq!(row.get::<_, &str>(1), "{}");
+    assert_eq!(
+        app.count(&format!(
+            "select count(*) from products where id = '{product}'"
+        ))
+        .await,
+        0
+    );
+    // The connection went back to the pool outside any transaction, and the next event is
+    // applied as usual.
+    assert_eq!(
+        app.count(
+            "select count(*) from pg_stat_activity
+             where datname = current_database() and state like 'idle in transaction%'"
+        )
+        .await,
+        0
+    );
+    let (next, next_product) = (unique("evt"), unique("prod"));
+    let answer = app.post_event(&product_event(&next, &next_product)).await;
+    assert_eq!(answer.body["status"], "processed");
+    assert_eq!(
+        app.count(&format!(
+            "select count(*) from products where id = '{next_product}'"
+        ))
+        .await,
+        1
+    );
+}
+
 const FAIL_PRODUCTS: &str = "
 create function fail_products() returns trigger language plpgsql as
   $$ begin raise exception 'products are read-only today'; end $$;

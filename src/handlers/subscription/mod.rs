@@ -12,8 +12,8 @@ mod object;
 
 pub use self::object::{Snapshot, Subscription};
 
+use crate::db::EventTx;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -63,7 +63,7 @@ impl Handler for Subscriptions {
         s: Subscription,
         prepared: Option<PreparedBuyer>,
         event: &EventEnvelope,
-        tx: &Transaction<'_>,
+        tx: &EventTx,
     ) -> Result<Applied, HandlerError> {
         let deleted = event.event_type == "customer.subscription.deleted";
         let status = status_of(&s, deleted)?;
@@ -119,7 +119,7 @@ fn status_of(s: &Subscription, deleted: bool) -> Result<String, HandlerError> {
 /// The subscription's owner, with the catalog rows its price needs written on the way. `None`:
 /// never paid, and its customer is known to nobody (nothing to wait for).
 async fn owner(
-    tx: &Transaction<'_>,
+    tx: &EventTx,
     s: &Subscription,
     snap: &Snapshot,
     status: &str,
@@ -128,7 +128,7 @@ async fn owner(
     // The customer look-up and the catalog rows are independent: one pipelined round trip. If
     // the customer turns out unknown, the error rolls the catalog rows back with the rest.
     let (resolved, ensured) = futures_util::join!(
-        provision::resolve_customer(tx, s.customer.as_deref()),
+        provision::resolve_customer(tx.client(), s.customer.as_deref()),
         async {
             match &snap.price {
                 Some(price) => ensure_price(tx, price).await,
@@ -269,7 +269,7 @@ left join public.products p on p.id = pr.product_id where pr.id = $1";
 /// The subscription's price may never have had its own price.created event here (created
 /// before the worker, or in the dashboard): the embedded snapshot fills the catalog row, which
 /// the entitlement rules read (a period voucher's months). Existing rows are left to the catalog events.
-async fn ensure_price(tx: &Transaction<'_>, price: &PriceRef) -> Result<(), tokio_postgres::Error> {
+async fn ensure_price(tx: &EventTx, price: &PriceRef) -> Result<(), tokio_postgres::Error> {
     let interval = price
         .interval
         .as_deref()
@@ -299,7 +299,7 @@ async fn ensure_price(tx: &Transaction<'_>, price: &PriceRef) -> Result<(), toki
 /// The tiers the event row records (`old_tier`, `new_tier`): the lookup key or product name of
 /// the price before and after a change of price.
 async fn tiers(
-    tx: &Transaction<'_>,
+    tx: &EventTx,
     event: &EventEnvelope,
     price_id: Option<&str>,
 ) -> Result<(Option<String>, Option<String>), tokio_postgres::Error> {
@@ -320,7 +320,7 @@ async fn tiers(
 }
 
 async fn tier_of(
-    tx: &Transaction<'_>,
+    tx: &EventTx,
     price_id: Option<&str>,
 ) -> Result<Option<String>, tokio_postgres::Error> {
     let Some(id) = price_id else { return Ok(None) };
@@ -335,7 +335,7 @@ async fn tier_of(
 /// checkout.session.completed (mode=subscription) names the buyer of a subscription whose
 /// events may have arrived first.
 pub async fn link_to_user(
-    tx: &Transaction<'_>,
+    tx: &EventTx,
     subscription_id: &str,
     user_id: Uuid,
 ) -> Result<(), tokio_postgres::Error> {
