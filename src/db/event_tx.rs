@@ -32,7 +32,7 @@ impl EventTx {
     /// START TRANSACTION, sent when first polled: poll it first in a join with the statements
     /// that belong to the transaction, so it goes out ahead of them.
     pub async fn begin(&self) -> Result<(), tokio_postgres::Error> {
-        self.open.store(true, Ordering::Release);
+        self.open.store(true, Ordering::Relaxed);
         self.client().batch_execute(BEGIN).await
     }
 
@@ -41,7 +41,7 @@ impl EventTx {
     /// COMMIT rolls it back (an error the caller sees in that statement's result).
     pub async fn commit(&self) -> Result<(), tokio_postgres::Error> {
         self.client().batch_execute(COMMIT).await?;
-        self.open.store(false, Ordering::Release);
+        self.open.store(false, Ordering::Relaxed);
         Ok(())
     }
 
@@ -61,7 +61,7 @@ impl Deref for EventTx {
 
 impl Drop for EventTx {
     fn drop(&mut self) {
-        if self.open.load(Ordering::Acquire) {
+        if self.open.load(Ordering::Relaxed) {
             if let Some(client) = self.client.take() {
                 drop(Client::take(client));
             }

@@ -1,10 +1,10 @@
 //! Billing history rows that are events rather than facts: a failed payment attempt. Every
 //! money movement (payments, refunds, disputes) gets its row from the facts, in SQL.
 
-use crate::db::EventTx;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::db::EventTx;
 use crate::envelope::EventEnvelope;
 
 /// Keyed by the event, amount 0 (no money moved), status failed; attributed to the user once

@@ -1,11 +1,11 @@
 //! product.* and price.*: the catalog the frontend lists.
 
-use crate::db::EventTx;
 use serde::Deserialize;
 use tokio_postgres::types::ToSql;
 
 use super::object::{expandable_id, metadata};
 use super::{ordering, Applied, Handler, HandlerError};
+use crate::db::EventTx;
 use crate::envelope::EventEnvelope;
 
 pub struct Products;

@@ -3,13 +3,13 @@
 //! it paid. Whether a refund takes access back, and the billing history, are derived in SQL
 //! from these rows; a charge is attributed to its payment intent's owner there too.
 
-use crate::db::EventTx;
 use serde::Deserialize;
 
 use super::invoice::link_payment;
 use super::object::expandable_id;
 use super::refund::{self, Refund};
 use super::{ordering, provision, Applied, Handler, HandlerError};
+use crate::db::EventTx;
 use crate::envelope::EventEnvelope;
 
 #[derive(Deserialize)]

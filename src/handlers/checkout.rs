@@ -3,13 +3,13 @@
 //! succeeded payment intent marked as bought through this session, with the price its metadata
 //! names (what it grants is derived in SQL); a subscription gets its owner.
 
-use crate::db::EventTx;
 use serde::Deserialize;
 
 use super::object::{expandable_id, metadata};
 use super::payment_intent::{upsert, IntentRow};
 use super::provision::{self, PreparedBuyer};
 use super::{Applied, Handler, HandlerError, PrepareContext};
+use crate::db::EventTx;
 use crate::envelope::EventEnvelope;
 
 #[derive(Deserialize)]

@@ -12,12 +12,12 @@
 //! mapping (the cancellation Stripe sends with it still belongs to the same person) but drops it
 //! from public.customers.
 
-use crate::db::EventTx;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::provision::{self, PreparedBuyer};
 use super::{ordering, Applied, Handler, HandlerError, PrepareContext};
+use crate::db::EventTx;
 use crate::email::Email;
 use crate::envelope::EventEnvelope;
 

@@ -4,12 +4,12 @@
 //! status is the latest snapshot's. What a dispute does to access and to the billing history is
 //! derived in SQL.
 
-use crate::db::EventTx;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
 
 use super::object::expandable_id;
 use super::{ordering, Applied, Handler, HandlerError};
+use crate::db::EventTx;
 use crate::envelope::EventEnvelope;
 
 pub struct Disputes;

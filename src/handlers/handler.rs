@@ -9,7 +9,6 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::db::EventTx;
 use deadpool_postgres::Pool;
 use serde::de::DeserializeOwned;
 use tokio_postgres::types::ToSql;
@@ -17,6 +16,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::config::ConfirmCheckoutEmail;
+use crate::db::EventTx;
 use crate::envelope::EventEnvelope;
 use crate::stripe_api::StripeApi;
 use crate::supabase_auth::AuthAdmin;

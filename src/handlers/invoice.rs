@@ -8,7 +8,6 @@
 //! A paid invoice of a buyer nobody knows yet provisions them (from `customer_email`, the
 //! directory of Stripe customers, or the Stripe API).
 
-use crate::db::EventTx;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
 use serde_json::json;
@@ -16,6 +15,7 @@ use serde_json::json;
 use super::object::expandable_id;
 use super::provision::{self, PreparedBuyer};
 use super::{billing, ordering, Applied, Handler, HandlerError, PrepareContext};
+use crate::db::EventTx;
 use crate::envelope::EventEnvelope;
 
 pub struct Invoices;

@@ -3,12 +3,12 @@
 //! ledger tell an invoice's payment from a one-time purchase, revoke a subscription period when
 //! its payment is refunded, and keep one billing history row per payment.
 
-use crate::db::EventTx;
 use serde::Deserialize;
 
 use super::invoice::link_payment;
 use super::object::expandable_id;
 use super::{Applied, Handler, HandlerError};
+use crate::db::EventTx;
 use crate::envelope::EventEnvelope;
 
 pub struct InvoicePayments;

@@ -1,7 +1,6 @@
 //! Per-object ordering: an older snapshot never overwrites a newer one.
 
 use crate::db::EventTx;
-
 use crate::envelope::EventEnvelope;
 
 const CLAIM: &str = "select public.claim_object_version($1, $2, $3, $4, $5, $6)";

@@ -4,7 +4,6 @@
 //! metadata names a price) and its billing history row are derived in SQL; an invoice's intent
 //! (it names the invoice before API 2025-03-31.basil) buys nothing by itself.
 
-use crate::db::EventTx;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
@@ -15,6 +14,7 @@ use super::invoice::link_payment;
 use super::object::{expandable_id, metadata};
 use super::provision::{self, PreparedBuyer};
 use super::{billing, ordering, Applied, Handler, HandlerError, PrepareContext};
+use crate::db::EventTx;
 use crate::envelope::EventEnvelope;
 
 #[derive(Deserialize)]

@@ -1,7 +1,6 @@
 //! payment_method.attached / updated / automatically_updated / detached: what the frontend
 //! may show of a card (type, last four, expiry), never more.
 
-use crate::db::EventTx;
 use serde::Deserialize;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -9,6 +8,7 @@ use uuid::Uuid;
 use super::object::expandable_id;
 use super::provision;
 use super::{ordering, Applied, Handler, HandlerError};
+use crate::db::EventTx;
 use crate::envelope::EventEnvelope;
 
 #[derive(Deserialize)]

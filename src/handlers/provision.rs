@@ -4,13 +4,13 @@
 //! A Stripe customer already mapped to a user wins over the email (the buyer may have changed
 //! their address); otherwise the auth user is found by email case-insensitively or created.
 
-use crate::db::EventTx;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{HandlerError, PrepareContext};
 use crate::config::ConfirmCheckoutEmail;
+use crate::db::EventTx;
 use crate::email::Email;
 use crate::supabase_auth::Created;
 

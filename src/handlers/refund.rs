@@ -3,12 +3,12 @@
 //! inside the charge; the charge handler records those through `record` as well. Whether a
 //! refund takes access back, and its billing history row, are derived in SQL.
 
-use crate::db::EventTx;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
 
 use super::object::expandable_id;
 use super::{ordering, Applied, Handler, HandlerError};
+use crate::db::EventTx;
 use crate::envelope::EventEnvelope;
 
 pub struct Refunds;

@@ -6,9 +6,8 @@
 //! ends it, one round trip less).
 
 use chrono::Utc;
-use uuid::Uuid;
-
 use tokio_postgres::types::ToSql;
+use uuid::Uuid;
 
 use super::sql::{self, Done, Finished, NewEvent};
 use super::{retry_delay, Attempt, Pipeline, Status};
@@ -211,16 +210,14 @@ async fn finish(
     // the COMMIT.
     let write = tx.prepare_cached(write).await?;
     let waking = match wake {
-        Some(_) => Some(tx.prepare_cached(sql::WAKE_WAITING).await?),
+        Some(customer) => Some((tx.prepare_cached(sql::WAKE_WAITING).await?, customer)),
         None => None,
     };
-    let customer = wake.unwrap_or_default();
-    let customer: [&(dyn ToSql + Sync); 1] = [&customer];
     let (written, woken, committed) = futures_util::join!(
         tx.execute(&write, params),
         async {
             match &waking {
-                Some(stmt) => tx.execute(stmt, &customer).await.map(drop),
+                Some((stmt, customer)) => tx.execute(stmt, &[customer]).await.map(drop),
                 None => Ok(()),
             }
         },

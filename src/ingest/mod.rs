@@ -19,10 +19,9 @@
 //!
 //! Round trips are the cost that counts (each one wakes a backend on a busy database): BEGIN,
 //! the look-up, the retake of a waiting row and the savepoint go out as one pipelined batch, the
-//! final write and COMMIT as another (`db::EventTx`), and the
-//! status check before any work is made only for an id this process received before (`recent`),
-//! which answers a redelivery with that one probe, shared by the redeliveries that arrive
-//! together (`finished`).
+//! final write and COMMIT as another (`db::EventTx`), and the status check before any work is
+//! made only for an id this process received before (`recent`), which answers a redelivery
+//! with that one probe, shared by the redeliveries that arrive together (`finished`).
 
 mod attempt;
 mod backoff;
@@ -364,11 +363,11 @@ enum Claim {
     Taken,
 }
 
-/// Opens the transaction and looks the delivered event up in one round trip: waits for its turn (`LOCK_EVENT_ID`, held
-/// until commit, so concurrent deliveries of one id run one after the other and the later ones
-/// find the row stored); takes over its row if it waits for a retry
-/// and nobody holds it (Stripe's redelivery, a dashboard "resend", `RETAKE_WAITING`), else
-/// tells whether it is stored at all; names the event for the SQL it runs and opens the
+/// Opens the transaction and looks the delivered event up in one round trip: waits for its
+/// turn (`LOCK_EVENT_ID`, held until commit, so concurrent deliveries of one id run one after
+/// the other and the later ones find the row stored); takes over its row if it waits for a
+/// retry and nobody holds it (Stripe's redelivery, a dashboard "resend", `RETAKE_WAITING`),
+/// else tells whether it is stored at all; names the event for the SQL it runs and opens the
 /// handler's savepoint. A delivery of the same id committed after these statements is found by
 /// the final insert, which then fails and rolls the attempt back (`Pipeline::attempt` answers
 /// `None`).

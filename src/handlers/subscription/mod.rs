@@ -12,7 +12,6 @@ mod object;
 
 pub use self::object::{Snapshot, Subscription};
 
-use crate::db::EventTx;
 use chrono::{DateTime, Utc};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -20,6 +19,7 @@ use uuid::Uuid;
 use self::object::{status_rank, tie_break, ts, PreviousAttributes, PriceRef};
 use super::provision::{self, PreparedBuyer};
 use super::{ordering, Applied, Handler, HandlerError, PrepareContext};
+use crate::db::EventTx;
 use crate::envelope::EventEnvelope;
 
 pub struct Subscriptions;
